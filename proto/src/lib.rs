@@ -1,0 +1,74 @@
+//! The Postfix master(8) child-status protocol, without a transport.
+//!
+//! Postfix's master runs each service as a pool of child processes sharing a
+//! listening socket. Each child tells the master over a status channel
+//! (fd 5) whether it is busy ([`Status::TAKEN`]) or idle
+//! ([`Status::AVAIL`]); the master spawns more children only when none is
+//! idle, notices children that die, and forces old children out on reload by
+//! closing the channel. This crate holds every part of that protocol that
+//! does not depend on the mechanism carrying it:
+//!
+//! - [`wire`]: the 12-byte `MASTER_STATUS` record, byte-exact with Postfix;
+//! - [`stream`]: framing of records on a shared byte stream;
+//! - [`sink`]: the child's side, [`StatusSink`];
+//! - [`source`]: the master's side, [`StatusSource`];
+//! - [`transport`]: the [`Transport`] trait a backend implements, and
+//!   [`caps`], what it promises;
+//! - [`env`]: the child's standard environment (fd 5, listen fds from 6,
+//!   `GENERATION` in octal);
+//! - [`master`]: the master's bookkeeping as a sans-IO state machine with
+//!   every Postfix rule.
+//!
+//! # The contract every transport meets
+//!
+//! Each item names the conformance case (crate `master-proto-conformance`)
+//! that checks it.
+//!
+//! 1. Every update a live child sends reaches the master whole: never torn,
+//!    never merged, never duplicated; in per-child order, or coalesced to each
+//!    child's latest state where the transport declares
+//!    [`Delivery::LatestState`]. *(round trip, whole updates in order)*
+//! 2. Hundreds of children can share one service's channel at full speed.
+//!    *(fan-in at scale)*
+//! 3. Back-pressure is what the transport declares ([`BackPressure`]);
+//!    nothing is lost silently unless it coalesces by design.
+//!    *(back-pressure as declared)*
+//! 4. Master gone, by orderly close or `SIGKILL`: the child's next
+//!    [`StatusSink::notify`] returns [`NotifyError::Disconnected`] and its
+//!    [`StatusSink::disconnect_fd`] becomes readable without sending. Never a
+//!    hang, never death by `SIGPIPE`. *(master close, master killed,
+//!    SIGPIPE at SIG_DFL)*
+//! 5. A child killed at any instruction never wedges the channel for the
+//!    others nor corrupts the master. *(child killed mid-notify)*
+//! 6. The master trusts nothing it receives: malformed, partial, forged or
+//!    hostile input is counted, reported and survived. *(hostile input)*
+//! 7. Wake-ups are never lost: the source's fd is readable whenever an update
+//!    is pending. *(no lost wake-up)*
+//! 8. fd hygiene: a child inherits exactly its standard fds; the master's
+//!    ends never leak. *(fd hygiene)*
+//! 9. `EINTR` is retried inside the transport; errors carry their cause.
+//!    *(EINTR)*
+//! 10. Each transport declares its [`Caps`]: delivery, identity, framing,
+//!     back-pressure, Postfix wire compatibility. *(declared capabilities
+//!     are honest)*
+//!
+//! # See also
+//!
+//! Postfix `src/master/master_proto.c`, `master_status.c`,
+//! `master_spawn.c`, `master_avail.c`, `master_service.c`.
+
+pub mod caps;
+pub mod env;
+pub mod master;
+pub mod sink;
+pub mod source;
+pub mod stream;
+pub mod transport;
+pub mod wire;
+
+pub use caps::{BackPressure, Caps, Delivery, Framing, Identity};
+pub use env::{ChildEnd, ChildEnv, ChildFds, EnvError, InstallError};
+pub use sink::{NotifyError, StatusSink};
+pub use source::{Received, RecvError, Sender, StatusSource};
+pub use transport::Transport;
+pub use wire::{Malformed, Status, StatusUpdate, WIRE_SIZE};

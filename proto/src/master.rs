@@ -1,0 +1,1 @@
+//! The master's bookkeeping (in progress).

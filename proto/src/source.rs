@@ -1,0 +1,109 @@
+//! The master side: [`StatusSource`], what Postfix's `master_status_event()`
+//! reads.
+//!
+//! A source is the master's end of one service's channel. It is
+//! non-blocking: [`StatusSource::try_recv`] returns what is pending, then
+//! `None`. Its descriptor ([`AsFd`]) is readable whenever something is
+//! pending, including updates sent before the master started waiting, so it
+//! fits poll, epoll, mio or tokio.
+//!
+//! A source delivers and frames; it does not judge. Each item is either an
+//! update with the identity the transport can vouch for ([`Sender`]) or a
+//! [`Malformed`] piece of input. The master's bookkeeping
+//! ([`crate::master`]) decides what an update means.
+//!
+//! # Errors
+//!
+//! [`RecvError`] is for failures of the channel itself, never for what a
+//! child sent.
+//!
+//! # See also
+//!
+//! Postfix `src/master/master_status.c`.
+
+use std::os::fd::AsFd;
+
+use nix::errno::Errno;
+
+use crate::wire::{Malformed, StatusUpdate};
+
+/// What the transport can vouch for about the sender of one update.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Sender {
+    /// Nothing: the pid inside the update is only a claim.
+    Claimed,
+    /// The kernel says the update came from this process.
+    KernelPid(i32),
+    /// The update came through the private channel handed to the child
+    /// spawned with this pid.
+    Channel(i32),
+}
+
+impl Sender {
+    /// The pid the transport vouches for, if it vouches for one.
+    #[must_use]
+    pub const fn verified_pid(self) -> Option<i32> {
+        match self {
+            Sender::Claimed => None,
+            Sender::KernelPid(pid) | Sender::Channel(pid) => Some(pid),
+        }
+    }
+}
+
+/// One item received from a status channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Received {
+    /// A whole update, and who the transport says sent it.
+    Update {
+        /// The decoded update.
+        update: StatusUpdate,
+        /// The identity the transport vouches for.
+        sender: Sender,
+    },
+    /// Input that is not an update.
+    Malformed(Malformed),
+}
+
+/// The master's end of a service's status channel.
+pub trait StatusSource: AsFd {
+    /// The next pending item, or `None` when nothing is pending. Never
+    /// blocks.
+    ///
+    /// # Errors
+    ///
+    /// [`RecvError`] when the channel itself fails; malformed input is an
+    /// `Ok(Some(Received::Malformed(..)))`, not an error.
+    fn try_recv(&mut self) -> Result<Option<Received>, RecvError>;
+
+    /// Calls `f` with every pending item, then returns how many there were.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_recv`](Self::try_recv); items handed to `f` before the error
+    /// are not lost.
+    fn drain(&mut self, mut f: impl FnMut(Received)) -> Result<usize, RecvError>
+    where
+        Self: Sized,
+    {
+        let mut n = 0;
+        while let Some(item) = self.try_recv()? {
+            f(item);
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+/// Why a [`StatusSource`] could not be read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecvError {
+    /// Every sending end is closed (the master's own included), so nothing
+    /// can arrive any more. Postfix treats this as impossible ("read EOF
+    /// status"); a transport reports it once instead of spinning.
+    #[error("the status channel has no senders left")]
+    Closed,
+    /// The read failed.
+    #[error("reading the status channel failed: {0}")]
+    Io(#[source] Errno),
+}
