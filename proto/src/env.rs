@@ -275,6 +275,8 @@ static CLAIMED: AtomicBool = AtomicBool::new(false);
 /// The standard environment as a child finds it after `exec`.
 #[derive(Debug)]
 pub struct ChildEnv {
+    /// This process's pid, as sinks report it.
+    pub pid: i32,
     /// The spawn generation from `GENERATION`.
     pub generation: u32,
     /// The status channel at fd 5.
@@ -350,13 +352,21 @@ impl ChildEnv {
         // no other OwnedFd owns or will close these descriptors.
         let take = |fd: RawFd| unsafe { OwnedFd::from_raw_fd(fd) };
         let status = take(MASTER_STATUS_FD);
-        let listen = (MASTER_LISTEN_FD..listen_end).map(take).collect();
-        for fd in (MASTER_STATUS_FD..listen_end).chain(aux_fds.iter().map(|(_, fd)| *fd)) {
-            // Keep our own children from inheriting the master's channel.
-            let _ = fcntl(unsafe_borrow(fd), FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
+        let listen: Vec<OwnedFd> = (MASTER_LISTEN_FD..listen_end).map(take).collect();
+        let aux: Vec<(String, Option<OwnedFd>)> =
+            aux_fds.into_iter().map(|(name, fd)| (name, Some(take(fd)))).collect();
+        // The master cleared close-on-exec on these; set it again so that
+        // whatever this child runs does not inherit the master's channel.
+        let owned = std::iter::once(&status)
+            .chain(&listen)
+            .chain(aux.iter().filter_map(|(_, fd)| fd.as_ref()));
+        for fd in owned {
+            fcntl(fd, FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC)).map_err(EnvError::Io)?;
         }
-        let aux = aux_fds.into_iter().map(|(name, fd)| (name, Some(take(fd)))).collect();
+        // A pid_t is an i32 on every platform this crate builds for.
+        let pid = i32::try_from(std::process::id()).map_err(|_| EnvError::Io(Errno::EOVERFLOW))?;
         Ok(ChildEnv {
+            pid,
             generation,
             status,
             listen,
@@ -378,14 +388,6 @@ impl ChildEnv {
             .and_then(|(_, fd)| fd.take())
             .ok_or_else(|| EnvError::MissingAux(name.to_owned()))
     }
-}
-
-/// Borrows a descriptor number that `from_process_with_listen` has just
-/// taken ownership of.
-fn unsafe_borrow(fd: RawFd) -> BorrowedFd<'static> {
-    // SAFETY: only called for descriptors owned by the ChildEnv being built,
-    // which stay open for the duration of the fcntl call that uses this.
-    unsafe { BorrowedFd::borrow_raw(fd) }
 }
 
 fn is_open(fd: RawFd) -> bool {
