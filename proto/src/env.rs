@@ -21,8 +21,10 @@
 //! - any descriptor at a fixed number the caller asks for (Postfix's flow
 //!   pipe at fds 3 and 4, say).
 //!
-//! Installing checks for descriptor collisions as `master_spawn.c` does, but
-//! reports them as an error instead of dying. In the child, only the
+//! Installing checks for descriptor collisions as `master_spawn.c` does;
+//! where Postfix dies ("file descriptor collision"), this moves the
+//! colliding descriptor out of the way first, since a master with few open
+//! files easily gets fd 5 or 6 for a channel end. In the child, only the
 //! installed descriptors survive `exec`: everything else above fd 2 is
 //! marked close-on-exec in the child, whoever opened it, so a child inherits
 //! exactly its standard environment and no end of the master's.
@@ -106,12 +108,7 @@ impl ChildFds {
     /// generation the master assigned to this spawn.
     #[must_use]
     pub fn new(end: ChildEnd, generation: u32) -> ChildFds {
-        ChildFds {
-            generation,
-            end,
-            listen: Vec::new(),
-            fixed: Vec::new(),
-        }
+        ChildFds { generation, end, listen: Vec::new(), fixed: Vec::new() }
     }
 
     /// Adds the next listening socket (fd 6, then 7, …).
@@ -141,18 +138,13 @@ impl ChildFds {
     ///
     /// # Errors
     ///
-    /// [`InstallError::Collision`] when a descriptor already sits at a
-    /// number another must move to (moving it would clobber it; Postfix's
-    /// "file descriptor collision"), [`InstallError::Overlap`] when two
+    /// [`InstallError::Dup`] when a descriptor that sits at a number
+    /// another must move to (Postfix's "file descriptor collision") cannot
+    /// be moved out of the way, [`InstallError::Overlap`] when two
     /// descriptors are asked for at one number, and
     /// [`InstallError::TooMany`] when the layout would pass `RawFd::MAX`.
     pub fn install(self, cmd: &mut Command) -> Result<(), InstallError> {
-        let ChildFds {
-            generation,
-            end,
-            listen,
-            fixed,
-        } = self;
+        let ChildFds { generation, end, listen, fixed } = self;
         let listen_count = listen.len();
         let mut moves: Vec<(OwnedFd, RawFd)> = Vec::with_capacity(2 + listen.len() + end.aux.len() + fixed.len());
         let mut aux_var = String::new();
@@ -178,11 +170,17 @@ impl ChildFds {
                 return Err(InstallError::Overlap { target: *at });
             }
         }
-        if let Some((fd, at)) = moves.iter().find(|(fd, _)| targets.contains(&fd.as_raw_fd())) {
-            return Err(InstallError::Collision {
-                fd: fd.as_raw_fd(),
-                target: *at,
-            });
+        // A source sitting at a target number would be clobbered by the
+        // dup2 to that number before its own move: give it a new number
+        // above every target first.
+        let above = targets.iter().copied().max().unwrap_or(MASTER_STATUS_FD).saturating_add(1);
+        for (fd, _) in &mut moves {
+            if targets.contains(&fd.as_raw_fd()) {
+                let moved = fcntl(fd.as_fd(), FcntlArg::F_DUPFD_CLOEXEC(above)).map_err(InstallError::Dup)?;
+                // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that
+                // nothing else owns.
+                *fd = unsafe { OwnedFd::from_raw_fd(moved) };
+            }
         }
 
         // The descriptors to keep, ascending, for the close pass.
@@ -248,15 +246,10 @@ fn cloexec_all_but(keep: &[RawFd]) {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum InstallError {
-    /// Descriptor `fd` must move, but another descriptor is to be placed at
-    /// its number, which would clobber it first.
-    #[error("descriptor collision: fd {fd} (to go to {target}) sits where another descriptor must go")]
-    Collision {
-        /// The descriptor in the way.
-        fd: RawFd,
-        /// Where it was to go.
-        target: RawFd,
-    },
+    /// A descriptor sat where another must go, and could not be moved out
+    /// of the way.
+    #[error("cannot move a colliding descriptor out of the way: {0}")]
+    Dup(#[source] Errno),
     /// Two descriptors were asked for at the same number.
     #[error("two descriptors asked for at fd {target}")]
     Overlap {
@@ -279,8 +272,7 @@ pub struct ChildEnv {
     pub pid: i32,
     /// The spawn generation from `GENERATION`.
     pub generation: u32,
-    /// The status channel at fd 5.
-    pub status: OwnedFd,
+    status: Option<OwnedFd>,
     /// The listening sockets at fd 6, 7, ….
     pub listen: Vec<OwnedFd>,
     /// The transport named in `MASTER_STATUS_TRANSPORT`, if any (a real
@@ -330,9 +322,7 @@ impl ChildEnv {
         let listen_end = MASTER_LISTEN_FD
             .checked_add(RawFd::try_from(listen_count).map_err(|_| EnvError::BadListenCount(listen_count.to_string()))?)
             .ok_or_else(|| EnvError::BadListenCount(listen_count.to_string()))?;
-        let mut numbers: Vec<RawFd> = std::iter::once(MASTER_STATUS_FD)
-            .chain(MASTER_LISTEN_FD..listen_end)
-            .collect();
+        let mut numbers: Vec<RawFd> = std::iter::once(MASTER_STATUS_FD).chain(MASTER_LISTEN_FD..listen_end).collect();
         numbers.extend(aux_fds.iter().map(|(_, fd)| *fd));
         let unique: HashSet<RawFd> = numbers.iter().copied().collect();
         if unique.len() != numbers.len() {
@@ -357,22 +347,28 @@ impl ChildEnv {
             aux_fds.into_iter().map(|(name, fd)| (name, Some(take(fd)))).collect();
         // The master cleared close-on-exec on these; set it again so that
         // whatever this child runs does not inherit the master's channel.
-        let owned = std::iter::once(&status)
-            .chain(&listen)
-            .chain(aux.iter().filter_map(|(_, fd)| fd.as_ref()));
+        let owned = std::iter::once(&status).chain(&listen).chain(aux.iter().filter_map(|(_, fd)| fd.as_ref()));
         for fd in owned {
             fcntl(fd, FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC)).map_err(EnvError::Io)?;
         }
         // A pid_t is an i32 on every platform this crate builds for.
         let pid = i32::try_from(std::process::id()).map_err(|_| EnvError::Io(Errno::EOVERFLOW))?;
-        Ok(ChildEnv {
-            pid,
-            generation,
-            status,
-            listen,
-            transport,
-            aux,
-        })
+        Ok(ChildEnv { pid, generation, status: Some(status), listen, transport, aux })
+    }
+
+    /// Takes the status channel at fd 5 (a transport's sink does).
+    ///
+    /// # Errors
+    ///
+    /// [`EnvError::MissingFd`] if it was taken already.
+    pub fn take_status(&mut self) -> Result<OwnedFd, EnvError> {
+        self.status.take().ok_or(EnvError::MissingFd(MASTER_STATUS_FD))
+    }
+
+    /// The status channel at fd 5, while it has not been taken.
+    #[must_use]
+    pub fn status_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.status.as_ref().map(AsFd::as_fd)
     }
 
     /// Takes the auxiliary descriptor the transport installed under `name`.
@@ -460,11 +456,7 @@ mod tests {
         assert_eq!(parse_generation(Some("37777777777")), Ok(u32::MAX));
         assert_eq!(parse_generation(None), Err(EnvError::NoGeneration));
         for bad in ["", "8", "19", "0x1", "-1", " 1", "1 ", "77777777777"] {
-            assert_eq!(
-                parse_generation(Some(bad)),
-                Err(EnvError::BadGeneration(bad.into())),
-                "{bad:?}"
-            );
+            assert_eq!(parse_generation(Some(bad)), Err(EnvError::BadGeneration(bad.into())), "{bad:?}");
         }
     }
 }

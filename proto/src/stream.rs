@@ -51,11 +51,7 @@ impl StreamDecoder {
     /// A decoder that reads up to `batch` records per fill (at least one).
     #[must_use]
     pub fn new(batch: usize) -> StreamDecoder {
-        StreamDecoder {
-            buf: vec![0; batch.max(1) * WIRE_SIZE].into_boxed_slice(),
-            start: 0,
-            end: 0,
-        }
+        StreamDecoder { buf: vec![0; batch.max(1) * WIRE_SIZE].into_boxed_slice(), start: 0, end: 0 }
     }
 
     /// The next whole record already buffered, if any.
@@ -126,11 +122,7 @@ mod tests {
     }
 
     fn update(pid: i32) -> StatusUpdate {
-        StatusUpdate {
-            pid,
-            generation: 1,
-            status: Status::AVAIL,
-        }
+        StatusUpdate { pid, generation: 1, status: Status::AVAIL }
     }
 
     #[test]

@@ -87,9 +87,6 @@ pub fn check_transport(env: &ChildEnv, name: &'static str, accept_unnamed: bool)
     match env.transport.as_deref() {
         Some(found) if found == name => Ok(()),
         None if accept_unnamed => Ok(()),
-        found => Err(EnvError::WrongTransport {
-            expected: name,
-            found: found.unwrap_or("").to_owned(),
-        }),
+        found => Err(EnvError::WrongTransport { expected: name, found: found.unwrap_or("").to_owned() }),
     }
 }

@@ -177,20 +177,12 @@ mod tests {
     #[test]
     fn encoding_is_the_c_struct_memory() {
         assert_eq!(std::mem::size_of::<CMasterStatus>(), WIRE_SIZE);
-        let c = CMasterStatus {
-            pid: -0x1234_5678,
-            gen_: 0xdead_beef,
-            avail: 7,
-        };
+        let c = CMasterStatus { pid: -0x1234_5678, gen_: 0xdead_beef, avail: 7 };
         let mut raw = Vec::new();
         raw.extend_from_slice(&c.pid.to_ne_bytes());
         raw.extend_from_slice(&c.gen_.to_ne_bytes());
         raw.extend_from_slice(&c.avail.to_ne_bytes());
-        let u = StatusUpdate {
-            pid: c.pid,
-            generation: c.gen_,
-            status: Status(c.avail),
-        };
+        let u = StatusUpdate { pid: c.pid, generation: c.gen_, status: Status(c.avail) };
         assert_eq!(u.encode().as_slice(), raw.as_slice());
         assert_eq!(std::mem::offset_of!(CMasterStatus, gen_), 4);
         assert_eq!(std::mem::offset_of!(CMasterStatus, avail), 8);
@@ -201,11 +193,7 @@ mod tests {
         for pid in [0, 1, -1, i32::MIN, i32::MAX] {
             for generation in [0, 1, u32::MAX] {
                 for status in [Status::TAKEN, Status::AVAIL, Status(-1), Status(i32::MIN)] {
-                    let u = StatusUpdate {
-                        pid,
-                        generation,
-                        status,
-                    };
+                    let u = StatusUpdate { pid, generation, status };
                     assert_eq!(StatusUpdate::decode(&u.encode()), u);
                 }
             }
@@ -214,11 +202,7 @@ mod tests {
 
     #[test]
     fn packets_of_the_wrong_length_are_reported() {
-        let good = StatusUpdate {
-            pid: 9,
-            generation: 3,
-            status: Status::TAKEN,
-        };
+        let good = StatusUpdate { pid: 9, generation: 3, status: Status::TAKEN };
         assert_eq!(StatusUpdate::decode_packet(&good.encode()), Ok(good));
         assert_eq!(StatusUpdate::decode_packet(&[]), Err(Malformed::Short(0)));
         assert_eq!(StatusUpdate::decode_packet(&[1; 11]), Err(Malformed::Short(11)));

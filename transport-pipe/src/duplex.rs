@@ -68,18 +68,14 @@ impl Transport for Duplex {
     }
 
     fn child_end(&self, source: &mut StreamSource, _generation: u32) -> io::Result<ChildEnd> {
-        Ok(ChildEnd {
-            transport: Self::NAME,
-            status: sys::dup(&source.child_status)?,
-            aux: Vec::new(),
-        })
+        Ok(ChildEnd { transport: Self::NAME, status: sys::dup(&source.child_status)?, aux: Vec::new() })
     }
 
     /// Builds the sink on fd 5. Accepts an environment that names no
     /// transport, since a real Postfix master sets none.
     fn sink(&self, env: &mut ChildEnv) -> Result<DuplexSink, EnvError> {
         check_transport(env, Self::NAME, true)?;
-        let status = sys::dup(&env.status).map_err(|e| EnvError::Io(io_errno(&e)))?;
+        let status = env.take_status()?;
         Ok(DuplexSink::new(status, env.pid, env.generation))
     }
 }
@@ -103,12 +99,7 @@ impl DuplexSink {
 
 impl StatusSink for DuplexSink {
     fn notify(&self, status: Status) -> Result<(), NotifyError> {
-        let record = StatusUpdate {
-            pid: self.pid,
-            generation: self.generation,
-            status,
-        }
-        .encode();
+        let record = StatusUpdate { pid: self.pid, generation: self.generation, status }.encode();
         sys::write_all(&record, |rest| send(self.fd.as_raw_fd(), rest, MsgFlags::MSG_NOSIGNAL))
     }
 
@@ -123,8 +114,4 @@ impl StatusSink for DuplexSink {
     fn generation(&self) -> u32 {
         self.generation
     }
-}
-
-pub(crate) fn io_errno(e: &io::Error) -> nix::errno::Errno {
-    nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(nix::libc::EIO))
 }

@@ -15,8 +15,16 @@
 //! `send(2)` it has no flag to prevent that. `notify` therefore blocks
 //! `SIGPIPE` in the calling thread around the write, and consumes the
 //! signal the failed write left pending before restoring the mask, so the
-//! process never sees it, whatever its disposition. That costs two
-//! `pthread_sigmask` calls per notify; the duplex flavour needs none.
+//! process never sees it, whatever its disposition.
+//!
+//! The lifeline and the pipe are two open files, which a dying master's
+//! kernel releases one after the other, in no promised order: a child could
+//! see the lifeline fire while the pipe still has its reader for a moment.
+//! So `notify` looks at the lifeline (a zero-timeout `poll`) before
+//! writing, and a notify after the disconnect fd fired always returns
+//! `Disconnected`. A notify is thus four system calls (poll, two
+//! `pthread_sigmask`, write); the duplex flavour, one file for both jobs,
+//! needs one.
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -29,7 +37,6 @@ use master_proto::{
 };
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 
-use crate::duplex::io_errno;
 use crate::source::StreamSource;
 use crate::sys;
 
@@ -74,18 +81,12 @@ impl Transport for Pipe {
         let (life_r, life_w) = os_pipe::pipe()?;
         let reader = OwnedFd::from(reader);
         sys::set_nonblocking(reader.as_fd())?;
-        Ok(StreamSource::new(
-            reader,
-            writer.into(),
-            Some((life_w.into(), life_r.into())),
-        ))
+        Ok(StreamSource::new(reader, writer.into(), Some((life_w.into(), life_r.into()))))
     }
 
     fn child_end(&self, source: &mut StreamSource, _generation: u32) -> io::Result<ChildEnd> {
-        let (_, life_r) = source
-            .lifeline
-            .as_ref()
-            .ok_or_else(|| io::Error::other("pipe channel without a lifeline"))?;
+        let (_, life_r) =
+            source.lifeline.as_ref().ok_or_else(|| io::Error::other("pipe channel without a lifeline"))?;
         Ok(ChildEnd {
             transport: Self::NAME,
             status: sys::dup(&source.child_status)?,
@@ -96,13 +97,8 @@ impl Transport for Pipe {
     fn sink(&self, env: &mut ChildEnv) -> Result<PipeSink, EnvError> {
         check_transport(env, Self::NAME, false)?;
         let lifeline = env.take_aux(LIFELINE)?;
-        let status = sys::dup(&env.status).map_err(|e| EnvError::Io(io_errno(&e)))?;
-        Ok(PipeSink {
-            fd: status,
-            lifeline,
-            pid: env.pid,
-            generation: env.generation,
-        })
+        let status = env.take_status()?;
+        Ok(PipeSink { fd: status, lifeline, pid: env.pid, generation: env.generation })
     }
 }
 
@@ -117,12 +113,14 @@ pub struct PipeSink {
 
 impl StatusSink for PipeSink {
     fn notify(&self, status: Status) -> Result<(), NotifyError> {
-        let record = StatusUpdate {
-            pid: self.pid,
-            generation: self.generation,
-            status,
+        // The dying master closes its read end and the lifeline's write end
+        // one after the other, and the kernel may release the lifeline
+        // first: look at the lifeline before writing, so that a notify after
+        // the disconnect fd fired always says Disconnected.
+        if sys::fired(self.lifeline.as_fd())? {
+            return Err(NotifyError::Disconnected);
         }
-        .encode();
+        let record = StatusUpdate { pid: self.pid, generation: self.generation, status }.encode();
         without_sigpipe(|| sys::write_all(&record, |rest| nix::unistd::write(&self.fd, rest)))
     }
 

@@ -31,13 +31,7 @@ pub struct StreamSource {
 
 impl StreamSource {
     pub(crate) fn new(reader: OwnedFd, child_status: OwnedFd, lifeline: Option<(OwnedFd, OwnedFd)>) -> StreamSource {
-        StreamSource {
-            reader,
-            child_status,
-            lifeline,
-            decoder: StreamDecoder::new(BATCH),
-            closed: false,
-        }
+        StreamSource { reader, child_status, lifeline, decoder: StreamDecoder::new(BATCH), closed: false }
     }
 }
 
@@ -51,10 +45,7 @@ impl StatusSource for StreamSource {
     fn try_recv(&mut self) -> Result<Option<Received>, RecvError> {
         loop {
             if let Some(update) = self.decoder.next_update() {
-                return Ok(Some(Received::Update {
-                    update,
-                    sender: Sender::Claimed,
-                }));
+                return Ok(Some(Received::Update { update, sender: Sender::Claimed }));
             }
             if self.closed {
                 return Err(RecvError::Closed);
