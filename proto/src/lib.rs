@@ -14,7 +14,7 @@
 //! - [`source`]: the master's side, [`StatusSource`];
 //! - [`transport`]: the [`Transport`] trait a backend implements, and
 //!   [`caps`], what it promises;
-//! - [`env`]: the child's standard environment (fd 5, listen fds from 6,
+//! - [`env`](mod@env): the child's standard environment (fd 5, listen fds from 6,
 //!   `GENERATION` in octal);
 //! - [`master`]: the master's bookkeeping as a sans-IO state machine with
 //!   every Postfix rule.
