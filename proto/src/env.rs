@@ -306,6 +306,9 @@ impl ChildEnv {
     ///
     /// As [`from_process`](Self::from_process).
     pub fn from_process_with_listen(listen_count: usize) -> Result<ChildEnv, EnvError> {
+        if CLAIMED.load(Ordering::Acquire) {
+            return Err(EnvError::AlreadyClaimed);
+        }
         let generation = parse_generation(std::env::var(GENERATION_VAR).ok().as_deref())?;
         let transport = std::env::var(TRANSPORT_VAR).ok();
         let aux_spec = std::env::var(AUX_VAR).unwrap_or_default();
