@@ -5,15 +5,17 @@
 //! The child is this test binary, re-executed with only the same test
 //! selected and `ROLE` set; it prints what it found on stdout.
 
-#![allow(unsafe_code)] // Safety: one test takes ownership of a descriptor fcntl made.
+#![allow(unsafe_code)] // Safety: taking ownership of descriptors made or installed for the test.
 
 use std::io::Read;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::process::{Command, Stdio};
 
 use master_proto::env::{ChildEnd, ChildEnv, ChildFds, InstallError};
 
 const ROLE: &str = "CHILD_ENV_TEST_ROLE";
+/// Tells the child role to read the descriptor at this number too.
+const FIXED: &str = "CHILD_ENV_TEST_FIXED";
 
 /// In a re-executed child: report what `ChildEnv::from_process` says, with
 /// the bytes found behind each descriptor, and exit.
@@ -23,15 +25,22 @@ fn child_role() {
     }
     let report = match ChildEnv::from_process() {
         Ok(mut env) => {
+            // A second claim in one process is refused.
+            assert_eq!(ChildEnv::from_process().map(|_| ()), Err(master_proto::EnvError::AlreadyClaimed));
             let status = env.take_status().expect("fd 5");
             let aux = env.take_aux("extra").map(|fd| read_all(fd));
             let listen: Vec<String> = env.listen.drain(..).map(read_all).collect();
+            let fixed = match std::env::var(FIXED) {
+                // SAFETY: the master installed a descriptor at this number
+                // for this test alone; nothing else in the process owns it.
+                Ok(n) => format!(" fixed={}", read_all(unsafe { OwnedFd::from_raw_fd(n.parse().expect("fd")) })),
+                Err(_) => String::new(),
+            };
             format!(
-                "ok gen={:o} pid_ok={} status={} listen={listen:?} aux={aux:?} again={:?}",
+                "ok gen={:o} pid_ok={} status={} listen={listen:?} aux={aux:?}{fixed}",
                 env.generation,
                 env.pid == i32::try_from(std::process::id()).expect("pid"),
                 read_all(status),
-                ChildEnv::from_process().map(|_| ()),
             )
         }
         Err(e) => format!("err {e:?}"),
@@ -72,7 +81,6 @@ fn run(test: &str, setup: impl FnOnce(&mut Command)) -> String {
 /// `fd` moved to a number at least `min`, clear of the standard ones.
 fn above(fd: OwnedFd, min: i32) -> OwnedFd {
     use nix::fcntl::{FcntlArg, fcntl};
-    use std::os::fd::FromRawFd;
     let raw = fcntl(fd.as_fd(), FcntlArg::F_DUPFD_CLOEXEC(min)).expect("dup");
     // SAFETY: F_DUPFD_CLOEXEC just returned this new descriptor, which
     // nothing else owns.
@@ -95,10 +103,7 @@ fn installed_environment_reads_back_in_the_child() {
             .install(cmd)
             .expect("install");
     });
-    assert_eq!(
-        report,
-        r#"ok gen=4711 pid_ok=true status=five listen=["six", "seven"] aux=Ok("aux") again=Err(AlreadyClaimed)"#
-    );
+    assert_eq!(report, r#"ok gen=4711 pid_ok=true status=five listen=["six", "seven"] aux=Ok("aux")"#);
 }
 
 #[test]
@@ -143,20 +148,19 @@ fn missing_listen_fd_is_reported() {
 fn colliding_descriptor_is_moved_out_of_the_way() {
     child_role();
     let report = run("colliding_descriptor_is_moved_out_of_the_way", |cmd| {
-        let status = above(pipe_with("five"), 10);
-        let listen = pipe_with("six");
-        // Ask for the listen socket at fd 6 and, at the very number the
-        // status end has now, a third descriptor: installing must move the
-        // status end before that number is overwritten.
-        let at = status.as_raw_fd();
-        ChildFds::new(end(status, vec![("extra", pipe_with("aux"))]), 2)
-            .listen(listen)
-            .expect("listen")
+        // `keep` is to go to fd 40, but sits at the very number where
+        // `clobber` is to go first: installing must move `keep` before
+        // that number is overwritten.
+        let keep = above(pipe_with("kept"), 20);
+        let at = keep.as_raw_fd();
+        ChildFds::new(end(pipe_with("five"), vec![]), 3)
             .fixed(at, pipe_with("clobber"))
+            .fixed(40, keep)
             .install(cmd)
             .expect("install");
+        cmd.env("MASTER_LISTEN_FDS", "0").env(FIXED, "40");
     });
-    assert_eq!(report, r#"ok gen=2 pid_ok=true status=five listen=["six"] aux=Ok("aux") again=Err(AlreadyClaimed)"#);
+    assert_eq!(report, r#"ok gen=3 pid_ok=true status=five listen=[] aux=Err(MissingAux("extra")) fixed=kept"#);
 }
 
 #[test]
