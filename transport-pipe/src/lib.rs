@@ -46,3 +46,8 @@ mod sys;
 pub use duplex::{Duplex, DuplexSink};
 pub use pipe::{LIFELINE, Pipe, PipeSink};
 pub use source::StreamSource;
+
+/// The README's examples, compiled as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
