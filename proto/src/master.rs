@@ -586,10 +586,10 @@ impl Master {
         };
         // Identity first: a forgery is a forgery whoever it names, and saying
         // so is more useful than "unknown pid" for a made-up one.
-        if let Some(verified) = sender.verified_pid() {
-            if verified != update.pid {
-                return Outcome::ForgedPid { claimed: update.pid, verified };
-            }
+        if let Some(verified) = sender.verified_pid()
+            && verified != update.pid
+        {
+            return Outcome::ForgedPid { claimed: update.pid, verified };
         }
         // "A process not found condition can happen when we reap a process
         // before receiving its status update, so this is not an error."

@@ -28,7 +28,7 @@ fn child_role() {
             // A second claim in one process is refused.
             assert_eq!(ChildEnv::from_process().map(|_| ()), Err(master_proto::EnvError::AlreadyClaimed));
             let status = env.take_status().expect("fd 5");
-            let aux = env.take_aux("extra").map(|fd| read_all(fd));
+            let aux = env.take_aux("extra").map(read_all);
             let listen: Vec<String> = env.listen.drain(..).map(read_all).collect();
             let fixed = match std::env::var(FIXED) {
                 // SAFETY: the master installed a descriptor at this number
