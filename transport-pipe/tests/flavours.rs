@@ -9,22 +9,22 @@
 
 #![allow(unsafe_code)] // Safety: the child roles reset SIGPIPE to SIG_DFL, and read FIONREAD.
 
+mod common;
+
 use std::collections::{BTreeSet, HashMap};
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use common::{WAIT, pid_of, poll_until, wait_readable};
 use master_proto::{ChildEnv, ChildFds, Malformed, NotifyError, Received, Status, StatusSink, StatusSource, Transport};
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigHandler, Signal, kill, signal};
 use nix::unistd::Pid;
 
 const ROLE: &str = "PIPE_FLAVOUR_TEST_ROLE";
-/// How long any single condition is awaited before the test fails.
-const BOUND: Duration = Duration::from_secs(20);
 
 // ---------------------------------------------------------------- helpers
 
@@ -61,43 +61,23 @@ fn spawn_child<T: Transport>(
 /// A listening Unix socket at a fresh path (removed at once: the socket
 /// stays usable as a listen fd, and no file is left behind).
 fn unix_listener() -> UnixListener {
-    let path = std::env::temp_dir().join(format!("pipe-flavours-{}-{}.sock", std::process::id(), rand_u64()));
+    let path = common::fresh_temp_path("pipe-flavours", ".sock");
     let listener = UnixListener::bind(&path).expect("bind a Unix listen socket");
     let _ = std::fs::remove_file(&path);
     listener
 }
 
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, RandomState};
-    RandomState::new().hash_one(Instant::now())
-}
-
-/// Waits until `fd` is readable (or hung up), at most until `deadline`.
-fn wait_readable(fd: BorrowedFd<'_>, deadline: Instant) -> bool {
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let timeout = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
-        let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
-        match poll(&mut fds, timeout) {
-            Ok(0) => return false,
-            Ok(_) => return true,
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => panic!("poll: {e}"),
-        }
-    }
-}
-
 /// Receives until `want` items arrived, polling the source's fd; panics
 /// with `what` if they do not arrive within the bound.
 fn receive<S: StatusSource>(source: &mut S, want: usize, what: &str) -> Vec<Received> {
-    let deadline = Instant::now() + BOUND;
+    let deadline = Instant::now() + WAIT;
     let mut got = Vec::new();
     while got.len() < want {
         source.drain(|item| got.push(item)).expect("read the source");
         if got.len() < want {
             assert!(
                 wait_readable(source.as_fd(), deadline),
-                "waited {BOUND:?} for {what}: got {} of {want} items: {got:?}",
+                "waited {WAIT:?} for {what}: got {} of {want} items: {got:?}",
                 got.len()
             );
         }
@@ -107,16 +87,8 @@ fn receive<S: StatusSource>(source: &mut S, want: usize, what: &str) -> Vec<Rece
 
 /// Waits for a child to exit, at most the bound.
 fn wait_exit(child: &mut Child, what: &str) -> ExitStatus {
-    let deadline = Instant::now() + BOUND;
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "waited {BOUND:?} for {what} to exit");
-        // Nothing to poll for a child's exit in std; a short pause between
-        // checks, bounded by the deadline above.
-        let _ = poll(&mut [], PollTimeout::from(10u16));
-    }
+    let status = common::try_wait_until(child, Instant::now() + WAIT);
+    status.unwrap_or_else(|| panic!("waited {WAIT:?} for {what} to exit"))
 }
 
 /// A child role that fails: say why on stderr and exit with `code`.
@@ -141,7 +113,7 @@ fn sigpipe_default() {
 /// Exits 0 only if the disconnect fd fired without sending and the next
 /// notify returned `Disconnected`.
 fn await_disconnect(sink: &impl StatusSink) -> ! {
-    if !wait_readable(sink.disconnect_fd(), Instant::now() + BOUND) {
+    if !wait_readable(sink.disconnect_fd(), Instant::now() + WAIT) {
         fail(3, "the disconnect fd did not fire");
     }
     match sink.notify(Status::TAKEN) {
@@ -158,10 +130,6 @@ fn updates(items: &[Received]) -> Vec<(i32, u32, Status)> {
             Received::Malformed(m) => panic!("unexpected malformed input {m:?}"),
         })
         .collect()
-}
-
-fn pid_of(child: &Child) -> i32 {
-    i32::try_from(child.id()).expect("pid fits i32")
 }
 
 /// The full name of a test in this binary, from its module path.
@@ -223,7 +191,7 @@ fn master_killed_disconnects<T: Transport + Default>(me: &str) {
             sink.notify(Status::AVAIL).unwrap_or_else(|e| fail(1, e));
             // Report the outcome on stdout, which the test reads: this
             // process is not the test's child and cannot be waited for.
-            if !wait_readable(sink.disconnect_fd(), Instant::now() + BOUND) {
+            if !wait_readable(sink.disconnect_fd(), Instant::now() + WAIT) {
                 println!("orphan: the disconnect fd did not fire");
                 std::process::exit(3);
             }
@@ -257,10 +225,10 @@ fn master_killed_disconnects<T: Transport + Default>(me: &str) {
         .expect("spawn the master role");
     let lines = line_reader(master.stdout.take().expect("stdout"));
     let expect_line = |prefix: &str| loop {
-        match lines.recv_timeout(BOUND) {
+        match lines.recv_timeout(WAIT) {
             Ok(line) if line.starts_with(prefix) => return line,
             Ok(_) => {}
-            Err(e) => panic!("waited {BOUND:?} for a line starting {prefix:?}: {e}"),
+            Err(e) => panic!("waited {WAIT:?} for a line starting {prefix:?}: {e}"),
         }
     };
     expect_line("master: ready");
@@ -308,7 +276,7 @@ fn child_fds_are_exactly_the_standard_ones<T: Transport + Default>(me: &str) {
     let mut child = spawn_child(&t, &mut source, me, "fds", 1, Stdio::piped());
     let lines = line_reader(child.stdout.take().expect("stdout"));
     let line = loop {
-        let line = lines.recv_timeout(BOUND).expect("the child's fd list");
+        let line = lines.recv_timeout(WAIT).expect("the child's fd list");
         if line.starts_with("fds=") {
             break line;
         }
@@ -373,12 +341,13 @@ fn flood_blocks_then_delivers_everything<T: Transport + Default>(me: &str) {
         (0..CHILDREN).map(|_| spawn_child(&t, &mut source, me, "flood", 9, Stdio::null())).collect();
     // 80,000 records are far more than a pipe or socket buffer holds: every
     // child must end up blocked inside its write to fd 5.
-    let deadline = Instant::now() + BOUND;
+    let deadline = Instant::now() + WAIT;
     for child in &children {
-        while !blocked_writing_fd5(pid_of(child)) {
-            assert!(Instant::now() < deadline, "waited {BOUND:?} for child {} to block on fd 5", child.id());
-            let _ = poll(&mut [], PollTimeout::from(5u16));
-        }
+        assert!(
+            poll_until(deadline, || blocked_writing_fd5(pid_of(child))),
+            "waited {WAIT:?} for child {} to block on fd 5",
+            child.id()
+        );
     }
     let total = CHILDREN * usize::try_from(PER_CHILD).expect("fits");
     let got = receive(&mut source, total, "every flooded record");
@@ -425,11 +394,10 @@ fn blocked_child_sees_disconnect<T: Transport + Default>(me: &str) {
     let t = T::default();
     let mut source = t.open().expect("open");
     let mut child = spawn_child(&t, &mut source, me, "flood", 1, Stdio::null());
-    let deadline = Instant::now() + BOUND;
-    while !blocked_writing_fd5(pid_of(&child)) {
-        assert!(Instant::now() < deadline, "waited {BOUND:?} for the child to block on fd 5");
-        let _ = poll(&mut [], PollTimeout::from(5u16));
-    }
+    assert!(
+        poll_until(Instant::now() + WAIT, || blocked_writing_fd5(pid_of(&child))),
+        "waited {WAIT:?} for the child to block on fd 5"
+    );
     drop(source);
     let status = wait_exit(&mut child, "the blocked child after the master closed");
     assert_eq!(status.code(), Some(0), "got {status}");

@@ -9,85 +9,28 @@
 //! Cargo builds examples for `cargo test` (unless a single test target is
 //! named), next to this test's own binary: `target/<profile>/examples/`.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::net::TcpListener;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
 use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use common::{Collector, Conversation, Stream, WAIT, tcp_client, unix_client};
 use master_proto::env::{LISTEN_FDS_VAR, TRANSPORT_VAR};
 use master_proto::{ChildFds, Received, Status, StatusSource, StatusUpdate, Transport};
 use master_proto_pipe::{Duplex, StreamSource};
-use nix::errno::Errno;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-
-/// The bound on every wait: generous, for a loaded 2-core CI machine.
-const WAIT: Duration = Duration::from_secs(20);
 
 // ---------------------------------------------------------------------------
-// Waiting, bounded.
-
-/// A poll(2) timeout for `left`, rounded up to whole milliseconds.
-fn poll_timeout(left: Duration) -> PollTimeout {
-    PollTimeout::try_from(left.as_nanos().div_ceil(1_000_000)).unwrap_or(PollTimeout::MAX)
-}
-
-/// Waits until `fd` is readable (or reports hang-up), at most until
-/// `deadline`; returns whether it is.
-fn wait_readable(fd: BorrowedFd<'_>, deadline: Instant) -> bool {
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
-        match poll(&mut fds, poll_timeout(left)) {
-            Ok(0) => return false,
-            Ok(_) => return true,
-            Err(Errno::EINTR) => {}
-            Err(e) => panic!("poll: {e}"),
-        }
-    }
-}
-
-/// The postfix_echo binary cargo built for this test run.
-fn example_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    // target/<profile>/deps/<this test> -> target/<profile>/examples/postfix_echo
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .unwrap_or_else(|| panic!("unexpected test binary location {}", exe.display()));
-    let bin = profile_dir.join("examples").join("postfix_echo");
-    assert!(
-        bin.is_file(),
-        "the example binary {} is missing: run `cargo test --workspace` (or `cargo test -p master-proto-pipe`), \
-         which builds examples before running tests",
-        bin.display()
-    );
-    // A build of only this test (`--test postfix_echo`) leaves an older
-    // binary in place: refuse to test yesterday's program.
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join("postfix_echo.rs");
-    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified());
-    if let (Ok(built), Ok(edited)) = (modified(&bin), modified(&source)) {
-        assert!(
-            built >= edited,
-            "the example binary {} is older than {}: run `cargo test --workspace` (or \
-             `cargo build --example postfix_echo`) to rebuild it",
-            bin.display(),
-            source.display()
-        );
-    }
-    bin
-}
+// Running the example.
 
 /// A running `postfix_echo`, killed and reaped if the test ends early.
 struct Running {
     child: Child,
-    stderr: ChildStderr,
-    log: Vec<u8>,
-    eof: bool,
+    stderr: Collector<ChildStderr>,
 }
 
 impl Running {
@@ -96,36 +39,18 @@ impl Running {
         let mut child = cmd.spawn().expect("spawning postfix_echo");
         // Dropping `cmd` closes the master's copies of the child's fds.
         drop(cmd);
-        let stderr = child.stderr.take().expect("piped stderr");
-        Running { child, stderr, log: Vec::new(), eof: false }
+        let stderr = Collector::new(child.stderr.take());
+        Running { child, stderr }
     }
 
     fn pid(&self) -> i32 {
-        i32::try_from(self.child.id()).expect("a pid fits an i32")
-    }
-
-    /// Collects the child's stderr until EOF or `deadline`; returns whether
-    /// EOF was reached.
-    fn read_stderr(&mut self, deadline: Instant) -> bool {
-        let mut buf = [0u8; 4096];
-        while !self.eof {
-            if !wait_readable(self.stderr.as_fd(), deadline) {
-                return false;
-            }
-            match self.stderr.read(&mut buf) {
-                Ok(0) => self.eof = true,
-                Ok(n) => self.log.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => panic!("reading the stderr of pid {}: {e}", self.child.id()),
-            }
-        }
-        true
+        common::pid_of(&self.child)
     }
 
     /// What the child wrote to stderr so far (without waiting).
     fn stderr_text(&mut self) -> String {
-        self.read_stderr(Instant::now());
-        String::from_utf8_lossy(&self.log).into_owned()
+        self.stderr.read_to_eof(Instant::now());
+        self.stderr.text()
     }
 
     /// Waits for the child to exit and returns its status; `why` says why
@@ -133,24 +58,19 @@ impl Running {
     fn wait_exit(&mut self, why: &str) -> ExitStatus {
         let deadline = Instant::now() + WAIT;
         // The kernel closes the child's stderr as it exits; reaping follows.
-        if !self.read_stderr(deadline) {
+        if !self.stderr.read_to_eof(deadline) {
             panic!(
                 "timed out after {WAIT:?} awaiting the exit of postfix_echo pid {} ({why}); its stderr:\n{}",
                 self.child.id(),
                 self.stderr_text()
             );
         }
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
+        match common::try_wait_until(&mut self.child, deadline) {
+            Some(status) => status,
+            None => panic!(
                 "postfix_echo pid {} closed its stderr but was not reaped within {WAIT:?} ({why})",
                 self.child.id()
-            );
-            // A pause of 5 ms: poll(2) on no descriptor.
-            let _ = poll(&mut [], poll_timeout(Duration::from_millis(5)));
+            ),
         }
     }
 
@@ -169,10 +89,7 @@ impl Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        common::kill_and_reap(&mut self.child);
     }
 }
 
@@ -187,7 +104,7 @@ fn spawn_echo(
     edit: impl FnOnce(&mut Command),
 ) -> Running {
     let end = Duplex.child_end(source, generation).expect("child end");
-    let mut cmd = Command::new(example_binary());
+    let mut cmd = Command::new(common::example_binary("postfix_echo"));
     cmd.args(args);
     ChildFds::new(end, generation)
         .listen(listen)
@@ -200,7 +117,7 @@ fn spawn_echo(
 
 /// Spawns postfix_echo with `args` and no standard environment.
 fn spawn_bare(args: &[&str]) -> Running {
-    let mut cmd = Command::new(example_binary());
+    let mut cmd = Command::new(common::example_binary("postfix_echo"));
     cmd.args(args);
     Running::start(cmd)
 }
@@ -229,7 +146,7 @@ fn expect_updates(source: &mut StreamSource, n: usize, what: &str) -> Vec<Status
             return got;
         }
         assert!(
-            wait_readable(source.as_fd(), deadline),
+            common::wait_readable(source.as_fd(), deadline),
             "timed out after {WAIT:?} awaiting {n} status updates ({what}); got {got:?}"
         );
     }
@@ -241,84 +158,14 @@ fn expect_no_more_updates(source: &mut StreamSource, what: &str) {
 }
 
 // ---------------------------------------------------------------------------
-// Clients.
-
-/// A client connection of either family.
-trait Stream: Read + Write {
-    fn close_write(&self) -> io::Result<()>;
-}
-
-impl Stream for TcpStream {
-    fn close_write(&self) -> io::Result<()> {
-        self.shutdown(Shutdown::Write)
-    }
-}
-
-impl Stream for UnixStream {
-    fn close_write(&self) -> io::Result<()> {
-        self.shutdown(Shutdown::Write)
-    }
-}
-
-fn tcp_client(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
-    s.set_read_timeout(Some(WAIT)).expect("read timeout");
-    s.set_write_timeout(Some(WAIT)).expect("write timeout");
-    s
-}
-
-fn unix_client(path: &Path) -> UnixStream {
-    let s = UnixStream::connect(path).unwrap_or_else(|e| panic!("connecting to {}: {e}", path.display()));
-    s.set_read_timeout(Some(WAIT)).expect("read timeout");
-    s.set_write_timeout(Some(WAIT)).expect("write timeout");
-    s
-}
-
-/// One client's conversation with the echo service; reads are bounded by
-/// the stream's timeouts.
-struct Conversation<S: Stream> {
-    conn: BufReader<S>,
-}
-
-impl<S: Stream> Conversation<S> {
-    fn new(stream: S) -> Conversation<S> {
-        Conversation { conn: BufReader::new(stream) }
-    }
-
-    /// Sends `line` and checks that it comes back.
-    fn echo(&mut self, line: &str) {
-        let sent = format!("{line}\n");
-        self.conn.get_mut().write_all(sent.as_bytes()).unwrap_or_else(|e| panic!("sending {line:?}: {e}"));
-        let mut back = String::new();
-        self.conn
-            .read_line(&mut back)
-            .unwrap_or_else(|e| panic!("awaiting the echo of {line:?} (bounded by {WAIT:?}): {e}"));
-        assert_eq!(back, sent, "the echo of {line:?}");
-    }
-
-    /// Sends `tail` (no newline) and EOF; checks that the tail comes back
-    /// and the server then closes the connection.
-    fn finish(mut self, tail: &str) {
-        self.conn.get_mut().write_all(tail.as_bytes()).unwrap_or_else(|e| panic!("sending {tail:?}: {e}"));
-        self.conn.get_ref().close_write().expect("shutdown(SHUT_WR)");
-        let mut rest = Vec::new();
-        self.conn
-            .read_to_end(&mut rest)
-            .unwrap_or_else(|e| panic!("awaiting the server's EOF after ours (bounded by {WAIT:?}): {e}"));
-        assert_eq!(String::from_utf8_lossy(&rest), tail, "what the server sent before closing");
-    }
-}
+// Listening sockets.
 
 /// A Unix-domain socket path under the temp dir, removed when dropped.
 struct SocketPath(PathBuf);
 
 impl SocketPath {
     fn new() -> SocketPath {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let name = format!("postfix_echo-test-{}-{}.sock", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-        let path = std::env::temp_dir().join(name);
-        let _ = std::fs::remove_file(&path);
-        SocketPath(path)
+        SocketPath(common::fresh_temp_path("postfix_echo-test", ".sock"))
     }
 
     fn listen(&self) -> UnixListener {

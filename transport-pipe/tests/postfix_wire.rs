@@ -16,20 +16,23 @@
 //!
 //! Both print `sizeof(MASTER_STATUS)`, which must be [`WIRE_SIZE`].
 
-use std::io::{self, Read};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+mod common;
+
+use std::io;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use common::{Collector, TempDir, poll_timeout};
 use master_proto::{ChildFds, Received, Status, StatusSink, StatusSource, StatusUpdate, Transport, WIRE_SIZE};
 use master_proto_pipe::{Duplex, DuplexSink};
 use nix::errno::Errno;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::poll::{PollFd, PollFlags, poll};
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
 
-/// The bound on every wait (compiling included), for a loaded CI machine.
+/// The bound on every wait here: longer than the shared [`common::WAIT`],
+/// since it covers compiling C on a loaded CI machine.
 const WAIT: Duration = Duration::from_secs(60);
 
 /// Postfix's `master_proto.h` struct and `master_notify()`, writing one
@@ -117,25 +120,6 @@ int main(void)
 // ---------------------------------------------------------------------------
 // Bounded waiting and running.
 
-fn poll_timeout(left: Duration) -> PollTimeout {
-    PollTimeout::try_from(left.as_nanos().div_ceil(1_000_000)).unwrap_or(PollTimeout::MAX)
-}
-
-/// Waits until `fd` is readable (or reports hang-up), at most until
-/// `deadline`; returns whether it is.
-fn wait_readable(fd: BorrowedFd<'_>, deadline: Instant) -> bool {
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
-        match poll(&mut fds, poll_timeout(left)) {
-            Ok(0) => return false,
-            Ok(_) => return true,
-            Err(Errno::EINTR) => {}
-            Err(e) => panic!("poll: {e}"),
-        }
-    }
-}
-
 /// What a finished child printed, and how it ended.
 struct Finished {
     status: ExitStatus,
@@ -170,7 +154,7 @@ impl Running {
         let deadline = Instant::now() + WAIT;
         let mut out = Collector::new(self.child.stdout.take());
         let mut err = Collector::new(self.child.stderr.take());
-        while !(out.eof && err.eof) {
+        while !(out.is_eof() && err.is_eof()) {
             let mut fds: Vec<PollFd<'_>> =
                 [out.fd(), err.fd()].into_iter().flatten().map(|fd| PollFd::new(fd, PollFlags::POLLIN)).collect();
             let left = deadline.saturating_duration_since(Instant::now());
@@ -178,8 +162,8 @@ impl Running {
                 Ok(0) => panic!(
                     "timed out after {WAIT:?} awaiting the end of {}; stdout so far: {:?}, stderr: {:?}",
                     self.what,
-                    String::from_utf8_lossy(&out.bytes),
-                    String::from_utf8_lossy(&err.bytes)
+                    out.text(),
+                    err.text()
                 ),
                 Ok(_) | Err(Errno::EINTR) => {}
                 Err(e) => panic!("poll: {e}"),
@@ -190,81 +174,16 @@ impl Running {
             out.read_if_ready();
             err.read_if_ready();
         }
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                break status;
-            }
-            assert!(Instant::now() < deadline, "{} closed its output but was not reaped within {WAIT:?}", self.what);
-            let _ = poll(&mut [], poll_timeout(Duration::from_millis(5)));
+        let Some(status) = common::try_wait_until(&mut self.child, deadline) else {
+            panic!("{} closed its output but was not reaped within {WAIT:?}", self.what)
         };
-        Finished {
-            status,
-            stdout: String::from_utf8_lossy(&out.bytes).into_owned(),
-            stderr: String::from_utf8_lossy(&err.bytes).into_owned(),
-        }
+        Finished { status, stdout: out.text(), stderr: err.text() }
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// One of a child's output pipes, read to EOF.
-struct Collector<R> {
-    pipe: Option<R>,
-    bytes: Vec<u8>,
-    eof: bool,
-}
-
-impl<R: Read + AsFd> Collector<R> {
-    fn new(pipe: Option<R>) -> Collector<R> {
-        let eof = pipe.is_none();
-        Collector { pipe, bytes: Vec::new(), eof }
-    }
-
-    fn fd(&self) -> Option<BorrowedFd<'_>> {
-        self.pipe.as_ref().filter(|_| !self.eof).map(AsFd::as_fd)
-    }
-
-    fn read_if_ready(&mut self) {
-        let Some(pipe) = self.pipe.as_mut().filter(|_| !self.eof) else {
-            return;
-        };
-        if !wait_readable(pipe.as_fd(), Instant::now()) {
-            return;
-        }
-        let mut buf = [0u8; 4096];
-        match pipe.read(&mut buf) {
-            Ok(0) => self.eof = true,
-            Ok(n) => self.bytes.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => panic!("reading a child's output: {e}"),
-        }
-    }
-}
-
-/// A temporary directory, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let name = format!("postfix_wire-test-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-        let path = std::env::temp_dir().join(name);
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        common::kill_and_reap(&mut self.child);
     }
 }
 
@@ -317,7 +236,7 @@ fn c_child_notifies(notify: &Path, generation: u32, statuses: &[i32]) {
     cmd.args(statuses.iter().map(i32::to_string)).stdin(Stdio::null());
     ChildFds::new(end, generation).install(&mut cmd).expect("install the standard environment");
     let child = Running::start(cmd, "the C master_notify() child");
-    let pid = i32::try_from(child.child.id()).expect("a pid fits an i32");
+    let pid = common::pid_of(&child.child);
     let done = child.finish();
     assert_eq!(done.status.code(), Some(0), "the C child failed ({}); stderr: {}", done.status, done.stderr);
     assert_eq!(printed(&done.stdout, "sizeof"), WIRE_SIZE.to_string(), "sizeof(MASTER_STATUS) in C");
@@ -338,8 +257,8 @@ fn c_child_notifies(notify: &Path, generation: u32, statuses: &[i32]) {
 
 #[test]
 fn records_from_a_c_master_notify_child_decode_exactly() {
-    let dir = TempDir::new();
-    let notify = compile(&dir.0, "notify", NOTIFY_C);
+    let dir = TempDir::new("postfix_wire-test");
+    let notify = compile(dir.path(), "notify", NOTIFY_C);
     let statuses = [0, 1, 7, 0, -1, i32::MAX, i32::MIN, 1];
     c_child_notifies(&notify, 0o1234567, &statuses);
     c_child_notifies(&notify, 0, &[1, 0]);
@@ -348,8 +267,8 @@ fn records_from_a_c_master_notify_child_decode_exactly() {
 
 #[test]
 fn a_c_master_status_reader_reads_our_records_exactly() {
-    let dir = TempDir::new();
-    let reader = compile(&dir.0, "reader", READER_C);
+    let dir = TempDir::new("postfix_wire-test");
+    let reader = compile(dir.path(), "reader", READER_C);
     let (ours, theirs): (OwnedFd, OwnedFd) =
         socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC).expect("socketpair");
 

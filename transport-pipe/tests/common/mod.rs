@@ -1,0 +1,358 @@
+//! Helpers shared by this crate's integration tests: bounded waiting, child processes and their output, fresh temporary paths, the example binary, and echo clients.
+//!
+//! Each test file includes this module with `mod common;` (Cargo's layout
+//! for code shared by integration tests: a file in a subdirectory of
+//! `tests/` is not a test target of its own). Every wait here ends at a
+//! deadline the caller gives and pauses only inside poll(2), never in a bare
+//! sleep, so a test that fails says what it awaited instead of hanging.
+
+// Each test binary compiles its own copy of this module and uses only some
+// of it; the rest would otherwise warn in every binary that does not.
+#![allow(dead_code, reason = "each test binary uses only some of the shared helpers")]
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+
+/// The bound on every single wait: generous, for a loaded 2-core CI
+/// machine.
+pub(crate) const WAIT: Duration = Duration::from_secs(20);
+
+/// The pause between two checks of a condition that no descriptor reports
+/// (a child's exit, a state in `/proc`).
+const PAUSE: Duration = Duration::from_millis(5);
+
+// ---------------------------------------------------------------------------
+// Waiting, bounded.
+
+/// A poll(2) timeout for `left`, rounded up to whole milliseconds, so that a
+/// wait never ends before its deadline.
+pub(crate) fn poll_timeout(left: Duration) -> PollTimeout {
+    PollTimeout::try_from(left.as_nanos().div_ceil(1_000_000)).unwrap_or(PollTimeout::MAX)
+}
+
+/// Waits until `fd` is readable (or reports hang-up), at most until
+/// `deadline`; returns whether it is. `EINTR` is retried; any other poll
+/// error fails the test.
+pub(crate) fn wait_readable(fd: BorrowedFd<'_>, deadline: Instant) -> bool {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+        match poll(&mut fds, poll_timeout(left)) {
+            Ok(0) => return false,
+            Ok(_) => return true,
+            Err(Errno::EINTR) => {}
+            Err(e) => panic!("poll: {e}"),
+        }
+    }
+}
+
+/// Pauses for [`PAUSE`]: poll(2) on no descriptor. Only for conditions that
+/// nothing can be polled for, between checks bounded by a deadline.
+fn pause() {
+    let _ = poll(&mut [], poll_timeout(PAUSE));
+}
+
+/// Checks `done` until it holds or `deadline` passes, pausing briefly
+/// between checks; returns whether it held. It is checked at least once.
+pub(crate) fn poll_until(deadline: Instant, mut done: impl FnMut() -> bool) -> bool {
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        pause();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Child processes.
+
+/// A child's pid as the status protocol carries it.
+pub(crate) fn pid_of(child: &Child) -> i32 {
+    i32::try_from(child.id()).expect("a pid fits an i32")
+}
+
+/// Reaps `child` once it has exited, at most until `deadline`; `None` if it
+/// is still running then. std offers nothing to poll for a child's exit, so
+/// this checks between short pauses.
+pub(crate) fn try_wait_until(child: &mut Child, deadline: Instant) -> Option<ExitStatus> {
+    let mut status = None;
+    poll_until(deadline, || {
+        status = child.try_wait().expect("try_wait");
+        status.is_some()
+    });
+    status
+}
+
+/// Kills `child` and reaps it, unless it has been reaped already: for the
+/// `Drop` of a guard, so that a failing test leaves no process behind.
+pub(crate) fn kill_and_reap(child: &mut Child) {
+    if let Ok(None) = child.try_wait() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// One output pipe of a child (its stdout or stderr), collected until EOF.
+///
+/// Reading a pipe blocks until the child writes, so every read here is
+/// preceded by a poll bounded by the caller's deadline.
+pub(crate) struct Collector<R> {
+    pipe: Option<R>,
+    bytes: Vec<u8>,
+    eof: bool,
+}
+
+impl<R: Read + AsFd> Collector<R> {
+    /// Collects from `pipe`; `None` (an output that was not piped) is at
+    /// EOF from the start.
+    pub(crate) fn new(pipe: Option<R>) -> Collector<R> {
+        let eof = pipe.is_none();
+        Collector { pipe, bytes: Vec::new(), eof }
+    }
+
+    /// The pipe's descriptor while it is not at EOF, to poll with others.
+    pub(crate) fn fd(&self) -> Option<BorrowedFd<'_>> {
+        self.pipe.as_ref().filter(|_| !self.eof).map(AsFd::as_fd)
+    }
+
+    /// Whether every writer has closed the pipe (the child, and whoever
+    /// inherited it from the child, exited).
+    pub(crate) fn is_eof(&self) -> bool {
+        self.eof
+    }
+
+    /// Everything collected so far.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Everything collected so far, as text.
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8_lossy(&self.bytes).into_owned()
+    }
+
+    /// Waits at most until `deadline` for the pipe to be readable, then
+    /// reads once; returns whether something (data or EOF) arrived.
+    pub(crate) fn read_some(&mut self, deadline: Instant) -> bool {
+        let Some(pipe) = self.pipe.as_mut().filter(|_| !self.eof) else {
+            return false;
+        };
+        if !wait_readable(pipe.as_fd(), deadline) {
+            return false;
+        }
+        let mut buf = [0u8; 4096];
+        match pipe.read(&mut buf) {
+            Ok(0) => self.eof = true,
+            Ok(n) => self.bytes.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => panic!("reading a child's output: {e}"),
+        }
+        true
+    }
+
+    /// Reads once if something is ready now, without waiting.
+    pub(crate) fn read_if_ready(&mut self) {
+        self.read_some(Instant::now());
+    }
+
+    /// Reads until EOF or `deadline`; returns whether EOF was reached.
+    pub(crate) fn read_to_eof(&mut self, deadline: Instant) -> bool {
+        while !self.eof {
+            if !self.read_some(deadline) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Reads until `done` holds for the text collected, or EOF, or
+    /// `deadline`; returns whether it held.
+    pub(crate) fn read_until(&mut self, deadline: Instant, mut done: impl FnMut(&str) -> bool) -> bool {
+        loop {
+            if done(&self.text()) {
+                return true;
+            }
+            if !self.read_some(deadline) {
+                return false;
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Files.
+
+/// A path in the temp dir, unique to this process and call, for a file or
+/// directory to create: `<prefix>-<pid>-<n><suffix>`. A leftover of an
+/// earlier process that had the same pid is removed first.
+pub(crate) fn fresh_temp_path(prefix: &str, suffix: &str) -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("{prefix}-{}-{n}{suffix}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&path);
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+/// A temporary directory, removed with everything in it when dropped.
+pub(crate) struct TempDir(PathBuf);
+
+impl TempDir {
+    /// Creates a fresh directory named after `prefix` in the temp dir.
+    pub(crate) fn new(prefix: &str) -> TempDir {
+        let path = fresh_temp_path(prefix, "");
+        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
+        TempDir(path)
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The example binary `name` that cargo built for this test run.
+///
+/// Cargo builds examples for `cargo test` unless a single test target is
+/// named (`--test <name>`), into `target/<profile>/examples/`, next to the
+/// `deps/` directory that holds this test binary. A build of only the test
+/// leaves an older example in place, so a binary older than its source is
+/// refused rather than tested.
+pub(crate) fn example_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<this test> -> target/<profile>/examples/<name>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or_else(|| panic!("unexpected test binary location {}", exe.display()));
+    let bin = profile_dir.join("examples").join(name);
+    assert!(
+        bin.is_file(),
+        "the example binary {} is missing: run `cargo test --workspace` (or `cargo test -p master-proto-pipe`), \
+         which builds examples before running tests",
+        bin.display()
+    );
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join(format!("{name}.rs"));
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified());
+    if let (Ok(built), Ok(edited)) = (modified(&bin), modified(&source)) {
+        assert!(
+            built >= edited,
+            "the example binary {} is older than {}: run `cargo test --workspace` (or \
+             `cargo build --example {name}`) to rebuild it",
+            bin.display(),
+            source.display()
+        );
+    }
+    bin
+}
+
+// ---------------------------------------------------------------------------
+// Clients of the echo example.
+
+/// A client connection of either family.
+pub(crate) trait Stream: Read + Write + AsFd {
+    /// Sends EOF (`shutdown(SHUT_WR)`), keeping the read side open.
+    fn close_write(&self) -> io::Result<()>;
+}
+
+impl Stream for TcpStream {
+    fn close_write(&self) -> io::Result<()> {
+        self.shutdown(Shutdown::Write)
+    }
+}
+
+impl Stream for UnixStream {
+    fn close_write(&self) -> io::Result<()> {
+        self.shutdown(Shutdown::Write)
+    }
+}
+
+/// A TCP client whose reads and writes are bounded by [`WAIT`].
+pub(crate) fn tcp_client(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
+    s.set_read_timeout(Some(WAIT)).expect("read timeout");
+    s.set_write_timeout(Some(WAIT)).expect("write timeout");
+    s
+}
+
+/// Connects a Unix-domain client whose reads and writes are bounded by
+/// [`WAIT`].
+pub(crate) fn try_unix_client(path: &Path) -> io::Result<UnixStream> {
+    let s = UnixStream::connect(path)?;
+    s.set_read_timeout(Some(WAIT))?;
+    s.set_write_timeout(Some(WAIT))?;
+    Ok(s)
+}
+
+/// [`try_unix_client`], failing the test if it cannot connect.
+pub(crate) fn unix_client(path: &Path) -> UnixStream {
+    try_unix_client(path).unwrap_or_else(|e| panic!("connecting to {}: {e}", path.display()))
+}
+
+/// One client's conversation with the echo service; reads are bounded by
+/// the stream's timeouts.
+pub(crate) struct Conversation<S: Stream> {
+    conn: BufReader<S>,
+}
+
+impl<S: Stream> Conversation<S> {
+    pub(crate) fn new(stream: S) -> Conversation<S> {
+        Conversation { conn: BufReader::new(stream) }
+    }
+
+    /// Sends `line` and a newline, without awaiting the echo.
+    pub(crate) fn send(&mut self, line: &str) {
+        let sent = format!("{line}\n");
+        self.conn.get_mut().write_all(sent.as_bytes()).unwrap_or_else(|e| panic!("sending {line:?}: {e}"));
+    }
+
+    /// Awaits the echo of `line` (sent with [`send`](Self::send)) and checks
+    /// it.
+    pub(crate) fn expect_echo(&mut self, line: &str) {
+        let mut back = String::new();
+        self.conn
+            .read_line(&mut back)
+            .unwrap_or_else(|e| panic!("awaiting the echo of {line:?} (bounded by {WAIT:?}): {e}"));
+        assert_eq!(back, format!("{line}\n"), "the echo of {line:?}");
+    }
+
+    /// Sends `line` and checks that it comes back.
+    pub(crate) fn echo(&mut self, line: &str) {
+        self.send(line);
+        self.expect_echo(line);
+    }
+
+    /// Whether the server sends anything (or closes) within `window`.
+    pub(crate) fn answers_within(&self, window: Duration) -> bool {
+        !self.conn.buffer().is_empty() || wait_readable(self.conn.get_ref().as_fd(), Instant::now() + window)
+    }
+
+    /// Sends `tail` (no newline) and EOF; checks that the tail comes back
+    /// and the server then closes the connection.
+    pub(crate) fn finish(mut self, tail: &str) {
+        self.conn.get_mut().write_all(tail.as_bytes()).unwrap_or_else(|e| panic!("sending {tail:?}: {e}"));
+        self.conn.get_ref().close_write().expect("shutdown(SHUT_WR)");
+        let mut rest = Vec::new();
+        self.conn
+            .read_to_end(&mut rest)
+            .unwrap_or_else(|e| panic!("awaiting the server's EOF after ours (bounded by {WAIT:?}): {e}"));
+        assert_eq!(String::from_utf8_lossy(&rest), tail, "what the server sent before closing");
+    }
+}
