@@ -91,7 +91,7 @@ pub struct ChildEnd {
 /// # fn demo(end: master_proto::env::ChildEnd, listener: std::net::TcpListener) -> Result<(), Box<dyn std::error::Error>> {
 /// use master_proto::env::ChildFds;
 /// let mut cmd = std::process::Command::new("/usr/libexec/my-service");
-/// ChildFds::new(end, 0o17).listen(listener.try_clone()?.into())?.install(&mut cmd)?;
+/// ChildFds::new(end, 0o17).listen(listener.try_clone()?.into()).install(&mut cmd)?;
 /// let child = cmd.spawn()?;
 /// # Ok(()) }
 /// ```
@@ -112,13 +112,10 @@ impl ChildFds {
     }
 
     /// Adds the next listening socket (fd 6, then 7, …).
-    ///
-    /// # Errors
-    ///
-    /// Never today; reserved for platforms that limit the count.
-    pub fn listen(mut self, fd: OwnedFd) -> Result<ChildFds, InstallError> {
+    #[must_use]
+    pub fn listen(mut self, fd: OwnedFd) -> ChildFds {
         self.listen.push(fd);
-        Ok(self)
+        self
     }
 
     /// Places `fd` at descriptor number `at` in the child, for descriptors

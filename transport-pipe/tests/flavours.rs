@@ -52,7 +52,6 @@ fn spawn_child<T: Transport>(
         .stdout(stdout);
     ChildFds::new(end, generation)
         .listen(OwnedFd::from(listener))
-        .expect("add the listen socket")
         .install(&mut cmd)
         .expect("install the standard environment");
     cmd.spawn().expect("spawn the child")

@@ -106,11 +106,7 @@ fn spawn_echo(
     let end = Duplex.child_end(source, generation).expect("child end");
     let mut cmd = Command::new(common::example_binary("postfix_echo"));
     cmd.args(args);
-    ChildFds::new(end, generation)
-        .listen(listen)
-        .expect("listen fd")
-        .install(&mut cmd)
-        .expect("install the standard environment");
+    ChildFds::new(end, generation).listen(listen).install(&mut cmd).expect("install the standard environment");
     edit(&mut cmd);
     Running::start(cmd)
 }
