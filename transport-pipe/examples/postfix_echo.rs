@@ -192,7 +192,10 @@ fn main() -> ExitCode {
 
 /// Writes one log line to standard error, prefixed as Postfix does.
 fn log(line: std::fmt::Arguments<'_>) {
-    eprintln!("{PROG}[{}]: {line}", std::process::id());
+    // One write(2) per line: a service's children share the master's
+    // stderr, and a line written in pieces would interleave with theirs.
+    let line = format!("{PROG}[{}]: {line}\n", std::process::id());
+    let _ = io::stderr().lock().write_all(line.as_bytes());
 }
 
 /// What the command line asks for.

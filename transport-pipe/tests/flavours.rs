@@ -16,12 +16,13 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use common::{WAIT, pid_of, poll_until, wait_readable};
 use master_proto::{ChildEnv, ChildFds, Malformed, NotifyError, Received, Status, StatusSink, StatusSource, Transport};
-use nix::sys::signal::{SigHandler, Signal, kill, signal};
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, kill, sigaction, signal};
 use nix::unistd::Pid;
 
 const ROLE: &str = "PIPE_FLAVOUR_TEST_ROLE";
@@ -366,13 +367,97 @@ fn flood_blocks_then_delivers_everything<T: Transport + Default>(me: &str) {
 /// Whether some thread of `pid` is blocked in `write(5, …)` or
 /// `sendto(5, …)`, as `/proc/PID/task/*/syscall` shows.
 fn blocked_writing_fd5(pid: i32) -> bool {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return false };
-    tasks.filter_map(Result::ok).any(|task| {
+    thread_blocked_writing_fd5(pid).is_some()
+}
+
+/// The thread of `pid` that is blocked in `write(5, …)` or `sendto(5, …)`,
+/// if any.
+fn thread_blocked_writing_fd5(pid: i32) -> Option<i32> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    tasks.filter_map(Result::ok).find_map(|task| {
         let text = std::fs::read_to_string(task.path().join("syscall")).unwrap_or_default();
         let mut fields = text.split_whitespace();
         let nr: i64 = fields.next().and_then(|n| n.parse().ok()).unwrap_or(-1);
-        (nr == nix::libc::SYS_write || nr == nix::libc::SYS_sendto) && fields.next() == Some("0x5")
+        let blocked = (nr == nix::libc::SYS_write || nr == nix::libc::SYS_sendto) && fields.next() == Some("0x5");
+        blocked.then(|| task.file_name().to_str()?.parse().ok()).flatten()
     })
+}
+
+/// Signals caught while a child is blocked in its write to fd 5 interrupt
+/// that write (`EINTR`, the handler is installed without `SA_RESTART`):
+/// `notify` retries, never fails, and every record still arrives once, in
+/// order.
+fn eintr_is_retried<T: Transport + Default>(me: &str) {
+    const TOTAL: i32 = 20_000;
+    const SIGNALS: usize = 200;
+    static CAUGHT: AtomicUsize = AtomicUsize::new(0);
+    extern "C" fn caught(_: nix::libc::c_int) {
+        CAUGHT.fetch_add(1, Ordering::Relaxed);
+    }
+    if role().is_some() {
+        let action = SigAction::new(SigHandler::Handler(caught), SaFlags::empty(), SigSet::empty());
+        // SAFETY: the handler only bumps an atomic counter, which is
+        // async-signal-safe.
+        unsafe { sigaction(Signal::SIGUSR1, &action) }.unwrap_or_else(|e| fail(12, e));
+        let sink = child_sink::<T>();
+        for seq in 0..TOTAL {
+            sink.notify(Status(seq)).unwrap_or_else(|e| fail(1, format_args!("notify {seq}: {e}")));
+        }
+        println!("caught={}", CAUGHT.load(Ordering::Relaxed));
+        std::process::exit(0);
+    }
+    let t = T::default();
+    let mut source = t.open().expect("open");
+    let mut child = spawn_child(&t, &mut source, me, "storm", 4, Stdio::piped());
+    let lines = line_reader(child.stdout.take().expect("stdout"));
+    let pid = pid_of(&child);
+    let deadline = Instant::now() + WAIT;
+    let (mut next, mut sent) = (0, 0);
+    while next < TOTAL {
+        // Signal the writing thread only once it is blocked in the write,
+        // so that each signal interrupts a write in progress. The reads
+        // below are too small to let it finish before all are sent.
+        if sent < SIGNALS {
+            let mut tid = None;
+            assert!(
+                poll_until(deadline, || {
+                    tid = thread_blocked_writing_fd5(pid);
+                    tid.is_some()
+                }),
+                "waited {WAIT:?} for the child to block on fd 5 ({sent} signals sent, {next} records read)"
+            );
+            let tid = tid.expect("set when poll_until succeeds");
+            // SAFETY: tgkill takes plain integers and touches no memory.
+            let rc = unsafe { nix::libc::syscall(nix::libc::SYS_tgkill, pid, tid, nix::libc::SIGUSR1) };
+            assert_eq!(rc, 0, "tgkill: {}", std::io::Error::last_os_error());
+            sent += 1;
+        }
+        // Read a little at a time, so that the child blocks again soon.
+        let mut took = 0;
+        while took < 64
+            && let Some(item) = source.try_recv().expect("read the source")
+        {
+            let Received::Update { update, .. } = item else { panic!("malformed input {item:?}") };
+            assert_eq!((update.pid, update.status), (pid, Status(next)), "lost, duplicated or out of order");
+            next += 1;
+            took += 1;
+        }
+        assert!(Instant::now() < deadline, "waited {WAIT:?} for record {next} of {TOTAL}");
+        if took == 0 {
+            // Nothing pending: wait briefly for more (the poll is the pause).
+            wait_readable(source.as_fd(), Instant::now() + Duration::from_millis(5));
+        }
+    }
+    assert_eq!(sent, SIGNALS);
+    let line = loop {
+        let line = lines.recv_timeout(WAIT).expect("the child's report");
+        if line.starts_with("caught=") {
+            break line;
+        }
+    };
+    let caught: usize = line["caught=".len()..].parse().expect("a count");
+    assert!(caught > 0, "no signal reached the child's handler");
+    assert!(common::try_wait_until(&mut child, Instant::now() + WAIT).is_some_and(|s| s.success()));
 }
 
 /// A child blocked on a full channel is released with `Disconnected` when
@@ -472,6 +557,7 @@ macro_rules! flavour {
                 child_fds_are_exactly_the_standard_ones,
                 partial_record_is_reported,
                 flood_blocks_then_delivers_everything,
+                eintr_is_retried,
                 blocked_child_sees_disconnect,
                 threads_share_a_sink
             );
