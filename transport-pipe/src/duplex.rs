@@ -18,10 +18,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use master_proto::env::ChildEnv;
 use master_proto::transport::check_transport;
-use master_proto::{
-    BackPressure, Caps, ChildEnd, Delivery, EnvError, Framing, Identity, NotifyError, Status, StatusSink, StatusUpdate,
-    Transport,
-};
+use master_proto::{Caps, ChildEnd, EnvError, NotifyError, Status, StatusSink, StatusUpdate, Transport};
 use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, send, socketpair};
 
 use crate::source::StreamSource;
@@ -49,14 +46,7 @@ impl Transport for Duplex {
     const NAME: &'static str = "duplex";
 
     fn caps(&self) -> Caps {
-        Caps {
-            delivery: Delivery::EveryUpdate,
-            identity: Identity::Claimed,
-            framing: Framing::ByteStream,
-            back_pressure: BackPressure::Block,
-            postfix_wire: true,
-            thread_safe_sink: true,
-        }
+        Caps { postfix_wire: true, ..crate::source::STREAM_CAPS }
     }
 
     fn open(&self) -> io::Result<StreamSource> {

@@ -31,10 +31,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use master_proto::env::ChildEnv;
 use master_proto::transport::check_transport;
-use master_proto::{
-    BackPressure, Caps, ChildEnd, Delivery, EnvError, Framing, Identity, NotifyError, Status, StatusSink, StatusUpdate,
-    Transport,
-};
+use master_proto::{Caps, ChildEnd, EnvError, NotifyError, Status, StatusSink, StatusUpdate, Transport};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 
 use crate::source::StreamSource;
@@ -65,14 +62,7 @@ impl Transport for Pipe {
     const NAME: &'static str = "pipe";
 
     fn caps(&self) -> Caps {
-        Caps {
-            delivery: Delivery::EveryUpdate,
-            identity: Identity::Claimed,
-            framing: Framing::ByteStream,
-            back_pressure: BackPressure::Block,
-            postfix_wire: false,
-            thread_safe_sink: true,
-        }
+        Caps { postfix_wire: false, ..crate::source::STREAM_CAPS }
     }
 
     fn open(&self) -> io::Result<StreamSource> {

@@ -3,8 +3,22 @@
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use master_proto::stream::StreamDecoder;
-use master_proto::{Received, RecvError, Sender, StatusSource};
+use master_proto::{BackPressure, Caps, Delivery, Framing, Identity, Received, RecvError, Sender, StatusSource};
 use nix::errno::Errno;
+
+/// What both flavours promise; they differ only in Postfix compatibility.
+/// Every update arrives (a record is one atomic write), the pid is only
+/// claimed, the stream must be counted into records, a full channel blocks
+/// the writer until the master reads or goes, and a record is one write, so
+/// threads may share a sink.
+pub(crate) const STREAM_CAPS: Caps = Caps {
+    delivery: Delivery::EveryUpdate,
+    identity: Identity::Claimed,
+    framing: Framing::ByteStream,
+    back_pressure: BackPressure::Block,
+    postfix_wire: false,
+    thread_safe_sink: true,
+};
 
 /// How many records one `read(2)` may take at most.
 const BATCH: usize = 512;
