@@ -164,4 +164,81 @@ mod tests {
         .unwrap();
         assert_eq!(dec.next_update(), Some(update(3)));
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::*;
+        use crate::wire::Status;
+
+        /// Feeds `stream` to a decoder in the given read sizes, draining
+        /// after each read as a master does when a read would block next.
+        fn run(stream: &[u8], reads: &[usize], drained_after_each: bool) -> (Vec<StatusUpdate>, Vec<Malformed>) {
+            let mut dec = StreamDecoder::new(3);
+            let (mut updates, mut malformed) = (Vec::new(), Vec::new());
+            let mut input = stream;
+            let mut sizes = reads.iter().copied().cycle();
+            while !input.is_empty() {
+                let want = sizes.next().unwrap_or(1).max(1);
+                dec.fill_with(|buf| {
+                    let n = input.len().min(buf.len()).min(want);
+                    buf[..n].copy_from_slice(&input[..n]);
+                    input = &input[n..];
+                    Ok::<_, ()>(n)
+                })
+                .unwrap();
+                while let Some(u) = dec.next_update() {
+                    updates.push(u);
+                }
+                if drained_after_each {
+                    malformed.extend(dec.take_partial());
+                }
+            }
+            malformed.extend(dec.take_partial());
+            (updates, malformed)
+        }
+
+        fn update() -> impl Strategy<Value = StatusUpdate> {
+            (any::<i32>(), any::<u32>(), any::<i32>()).prop_map(|(pid, generation, s)| StatusUpdate {
+                pid,
+                generation,
+                status: Status(s),
+            })
+        }
+
+        proptest! {
+            /// However the reads split an honest stream, every record comes
+            /// out once, whole, in order, and nothing is reported malformed.
+            #[test]
+            fn honest_stream_survives_any_read_sizes(
+                updates in prop::collection::vec(update(), 0..60),
+                reads in prop::collection::vec(1usize..40, 1..8),
+            ) {
+                let stream: Vec<u8> = updates.iter().flat_map(StatusUpdate::encode).collect();
+                let (got, malformed) = run(&stream, &reads, false);
+                prop_assert_eq!(got, updates);
+                prop_assert!(malformed.is_empty());
+            }
+
+            /// Arbitrary bytes never panic the decoder, and every byte is
+            /// accounted for: in a record, or in a reported partial.
+            #[test]
+            fn arbitrary_bytes_are_all_accounted_for(
+                stream in prop::collection::vec(any::<u8>(), 0..400),
+                reads in prop::collection::vec(1usize..50, 1..8),
+                drained in any::<bool>(),
+            ) {
+                let (got, malformed) = run(&stream, &reads, drained);
+                let partial: usize = malformed
+                    .iter()
+                    .map(|m| match m {
+                        Malformed::Short(n) => *n,
+                        other => panic!("a stream reports only partials, got {other:?}"),
+                    })
+                    .sum();
+                prop_assert_eq!(got.len() * WIRE_SIZE + partial, stream.len());
+                prop_assert!(malformed.iter().all(|m| matches!(m, Malformed::Short(n) if (1..WIRE_SIZE).contains(n))));
+            }
+        }
+    }
 }
