@@ -469,6 +469,15 @@ impl Master {
         }
     }
 
+    /// A machine whose generation counter stands at `last`: the next spawn
+    /// gets `last + 1` (wrapping). A master that restarts can go on from
+    /// where it left off, or from a random point, so that generations stay
+    /// distinct from those of children it left behind.
+    #[must_use]
+    pub fn with_generation(config: Config, last: u32) -> Master {
+        Master { generation: last, ..Master::new(config) }
+    }
+
     /// Starts a spawn: checks that the process limit and the throttle allow
     /// one more child, reserves a slot for it and returns its generation.
     ///
@@ -1635,5 +1644,15 @@ mod tests {
                 run.step(op)?;
             }
         }
+    }
+
+    #[test]
+    fn generations_go_on_from_a_given_point_and_wrap() {
+        let now = Instant::now();
+        let mut master = Master::with_generation(Config::default(), u32::MAX - 1);
+        assert_eq!(master.begin_spawn(now), Ok(u32::MAX));
+        assert_eq!(master.begin_spawn(now), Ok(0));
+        assert_eq!(master.begin_spawn(now), Ok(1));
+        assert_eq!(master.pending_spawns(), 3);
     }
 }
