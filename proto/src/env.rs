@@ -386,11 +386,13 @@ impl ChildEnv {
     }
 }
 
-fn is_open(fd: RawFd) -> bool {
-    // SAFETY: F_GETFD on a number that may or may not be open is harmless:
-    // the borrow lives for this one call, which returns EBADF if it is not.
-    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-    fcntl(borrowed.as_fd(), FcntlArg::F_GETFD).is_ok()
+/// Whether descriptor number `fd` is open in this process.
+pub(crate) fn is_open(fd: RawFd) -> bool {
+    // A BorrowedFd may only name an open descriptor, so ask with the raw
+    // number.
+    // SAFETY: fcntl(F_GETFD) takes no pointer and changes nothing; on a
+    // number that is not open it fails with EBADF.
+    unsafe { nix::libc::fcntl(fd, nix::libc::F_GETFD) >= 0 }
 }
 
 /// Parses `GENERATION` as Postfix writes it (`%o`).
