@@ -270,8 +270,7 @@ pub struct ChildEnv {
     /// The spawn generation from `GENERATION`.
     pub generation: u32,
     status: Option<OwnedFd>,
-    /// The listening sockets at fd 6, 7, ….
-    pub listen: Vec<OwnedFd>,
+    listen: Vec<OwnedFd>,
     /// The transport named in `MASTER_STATUS_TRANSPORT`, if any (a real
     /// Postfix master sets none: its channel is the duplex pipe).
     pub transport: Option<String>,
@@ -354,6 +353,11 @@ impl ChildEnv {
         // A pid_t is an i32 on every platform this crate builds for.
         let pid = i32::try_from(std::process::id()).map_err(|_| EnvError::Io(Errno::EOVERFLOW))?;
         Ok(ChildEnv { pid, generation, status: Some(status), listen, transport, aux })
+    }
+
+    /// Takes the listening sockets, fd 6, 7, … in order (empty once taken).
+    pub fn take_listen(&mut self) -> Vec<OwnedFd> {
+        std::mem::take(&mut self.listen)
     }
 
     /// Takes the status channel at fd 5 (a transport's sink does).

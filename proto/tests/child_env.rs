@@ -29,7 +29,7 @@ fn child_role() {
             assert_eq!(ChildEnv::from_process().map(|_| ()), Err(master_proto::EnvError::AlreadyClaimed));
             let status = env.take_status().expect("fd 5");
             let aux = env.take_aux("extra").map(read_all);
-            let listen: Vec<String> = env.listen.drain(..).map(read_all).collect();
+            let listen: Vec<String> = env.take_listen().into_iter().map(read_all).collect();
             let fixed = match std::env::var(FIXED) {
                 // SAFETY: the master installed a descriptor at this number
                 // for this test alone; nothing else in the process owns it.

@@ -496,7 +496,8 @@ fn run(config: &Config) -> Result<&'static str, String> {
     };
     let mut env = ChildEnv::from_process_with_listen(config.sockets).map_err(|e| e.to_string())?;
     let sink = Duplex.sink(&mut env).map_err(|e| e.to_string())?;
-    let listeners = std::mem::take(&mut env.listen)
+    let listeners = env
+        .take_listen()
         .into_iter()
         .enumerate()
         .map(|(number, fd)| Listener::new(fd, number, service_type))
