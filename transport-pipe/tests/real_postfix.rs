@@ -52,12 +52,10 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::io;
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::Path;
 use std::process::{Child, ChildStderr, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use common::{Collector, Conversation, TempDir, WAIT, poll_until};
 use nix::sys::signal::{Signal, kill, killpg};
@@ -80,7 +78,7 @@ const HOW_TO_RUN: &str = "this test runs a real Postfix master(8): it needs Debi
 
 #[test]
 fn postfix_echo_runs_under_a_real_postfix_master() {
-    let postfix_uid = preflight();
+    let postfix_uid = common::postfix::preflight(&[MASTER, POSTLOGD], HOW_TO_RUN);
     let mut pf = Instance::start(postfix_uid);
 
     // 1. TAKEN: the second client is served only by a second child, which
@@ -193,29 +191,6 @@ fn postfix_echo_runs_under_a_real_postfix_master() {
 // ---------------------------------------------------------------------------
 // The private Postfix instance.
 
-/// Fails at once, saying what to do, without root or without Postfix;
-/// returns the uid of user `postfix`, which owns the instance's private
-/// directories.
-fn preflight() -> u32 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("reading /proc/self/status");
-    let euid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|ids| ids.split_whitespace().nth(1))
-        .unwrap_or_else(|| panic!("no effective uid in /proc/self/status: {status}"));
-    assert_eq!(euid, "0", "not running as root (effective uid {euid}): {HOW_TO_RUN}");
-    for program in [MASTER, POSTLOGD] {
-        assert!(Path::new(program).is_file(), "{program} is missing: {HOW_TO_RUN}");
-    }
-    let passwd = std::fs::read_to_string("/etc/passwd").expect("reading /etc/passwd");
-    passwd
-        .lines()
-        .find_map(|l| l.strip_prefix("postfix:"))
-        .and_then(|rest| rest.split(':').nth(1))
-        .and_then(|uid| uid.parse().ok())
-        .unwrap_or_else(|| panic!("there is no user postfix in /etc/passwd: {HOW_TO_RUN}"))
-}
-
 /// A running private Postfix instance; dropping it kills the master and
 /// everything it started, then removes the directory.
 struct Instance {
@@ -231,53 +206,20 @@ struct Instance {
 impl Instance {
     /// Writes the configuration and starts the master.
     fn start(postfix_uid: u32) -> Instance {
-        let dir = TempDir::new("real_postfix-test");
-        let d = dir.path();
-        // Postfix processes that run as user postfix (postlogd) must be
-        // able to reach their files under it.
-        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).expect("chmod 755 the instance dir");
-        let shown = d.to_str().filter(|s| !s.contains(char::is_whitespace) && !s.contains(','));
-        let Some(shown) = shown else {
-            panic!("the temp dir {} cannot be written into main.cf: set TMPDIR to a plain path", d.display())
-        };
-        for sub in ["conf", "queue", "queue/pid", "queue/public", "queue/private", "data", "libexec"] {
-            std::fs::create_dir(d.join(sub)).unwrap_or_else(|e| panic!("creating {sub}: {e}"));
-        }
-        for sub in ["queue/public", "queue/private", "data"] {
-            std::os::unix::fs::chown(d.join(sub), Some(postfix_uid), None)
-                .unwrap_or_else(|e| panic!("chown postfix {sub}: {e}"));
-        }
-        let main_cf = format!(
-            "compatibility_level = 3.6\n\
-             queue_directory = {shown}/queue\n\
-             data_directory = {shown}/data\n\
-             daemon_directory = {shown}/libexec\n\
-             command_directory = /usr/sbin\n\
-             mail_owner = postfix\n\
-             inet_interfaces = loopback-only\n\
-             inet_protocols = ipv4\n\
-             maillog_file = {shown}/maillog\n\
-             maillog_file_prefixes = {shown}\n"
-        );
         // A UNIX-domain service: no port to race for. postlogd writes
         // maillog_file; without it the master logs to syslog, which a CI
         // machine may not have.
         let master_cf = "echo      unix  -       n       n       -       2       postfix_echo -v\n\
                          postlog   unix-dgram n  -       n       -       1       postlogd\n";
-        for (name, text) in [("main.cf", main_cf.as_str()), ("master.cf", master_cf)] {
-            let path = d.join("conf").join(name);
-            std::fs::write(&path, text).unwrap_or_else(|e| panic!("writing {name}: {e}"));
-            // Postfix loads no file modified within the last second, in
-            // case an editor is still writing it: it dozes 300 ms at a
-            // time until the file is old enough, some 2 s for a new
-            // main.cf. Backdate the files so that the master starts at once.
-            let an_hour_ago = SystemTime::now() - Duration::from_secs(3600);
-            std::fs::File::options()
-                .write(true)
-                .open(&path)
-                .and_then(|f| f.set_modified(an_hour_ago))
-                .unwrap_or_else(|e| panic!("backdating {name}: {e}"));
-        }
+        let dir = common::postfix::private_instance(
+            "real_postfix-test",
+            postfix_uid,
+            "{dir}/libexec",
+            "maillog_file = {dir}/maillog\nmaillog_file_prefixes = {dir}\n",
+            Some(master_cf),
+        );
+        let d = dir.path();
+        std::fs::create_dir(d.join("libexec")).expect("creating libexec");
         // A copy, so that a rebuild during the test cannot change it.
         std::fs::copy(common::example_binary("postfix_echo"), d.join("libexec/postfix_echo"))
             .expect("copying the example into the daemon directory");

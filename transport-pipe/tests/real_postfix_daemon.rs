@@ -46,12 +46,11 @@
 mod common;
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use common::{Conversation, TempDir, WAIT, poll_until, wait_readable};
 use master_proto::env::{LISTEN_FDS_VAR, MASTER_FLOW_READ, MASTER_FLOW_WRITE, TRANSPORT_VAR};
@@ -77,7 +76,7 @@ const HOW_TO_RUN: &str = "this test runs Postfix's spawn(8) daemon: it needs Deb
 
 #[test]
 fn a_real_postfix_daemon_reports_to_a_master_built_on_this_project() {
-    let postfix_uid = preflight();
+    let postfix_uid = common::postfix::preflight(&[SPAWN], HOW_TO_RUN);
     let (mut master, generation) = master_about_to_spawn(GENERATION);
     let mut source = Duplex.open().expect("opening the service's duplex channel");
     let mut spawn = Daemon::start(postfix_uid, &mut source, generation);
@@ -175,27 +174,6 @@ fn exit_of(status: ExitStatus) -> Exit {
 // ---------------------------------------------------------------------------
 // spawn(8), started as master(8) starts a child.
 
-/// Fails at once, saying what to do, without root or without Postfix;
-/// returns the uid of user `postfix`, which owns the queue's private
-/// directories.
-fn preflight() -> u32 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("reading /proc/self/status");
-    let euid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|ids| ids.split_whitespace().nth(1))
-        .unwrap_or_else(|| panic!("no effective uid in /proc/self/status: {status}"));
-    assert_eq!(euid, "0", "not running as root (effective uid {euid}): {HOW_TO_RUN}");
-    assert!(Path::new(SPAWN).is_file(), "{SPAWN} is missing: {HOW_TO_RUN}");
-    let passwd = std::fs::read_to_string("/etc/passwd").expect("reading /etc/passwd");
-    passwd
-        .lines()
-        .find_map(|l| l.strip_prefix("postfix:"))
-        .and_then(|rest| rest.split(':').nth(1))
-        .and_then(|uid| uid.parse().ok())
-        .unwrap_or_else(|| panic!("there is no user postfix in /etc/passwd: {HOW_TO_RUN}"))
-}
-
 /// A running spawn(8) and its private configuration; dropping it kills
 /// spawn and what it runs, then removes the directory.
 struct Daemon {
@@ -214,46 +192,9 @@ impl Daemon {
     /// Writes the configuration, binds the service's socket and starts
     /// spawn as the child of `source`'s service with `generation`.
     fn start(postfix_uid: u32, source: &mut StreamSource, generation: u32) -> Daemon {
-        let dir = TempDir::new("real_postfix_daemon-test");
+        let daemons = Path::new(SPAWN).parent().expect("spawn's directory").to_str().expect("a plain path");
+        let dir = common::postfix::private_instance("real_postfix_daemon-test", postfix_uid, daemons, "", None);
         let d = dir.path();
-        // Reachable to the users Postfix switches to (spawn to mail_owner,
-        // its command to nobody), as an installation's directories are,
-        // whatever the umask. For fidelity: once it drops root, spawn as
-        // run here touches nothing under it (it passes with 0700 too).
-        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).expect("chmod 755 the instance dir");
-        let shown = d.to_str().filter(|s| !s.contains(char::is_whitespace) && !s.contains(','));
-        let Some(shown) = shown else {
-            panic!("the temp dir {} cannot be written into main.cf: set TMPDIR to a plain path", d.display())
-        };
-        for sub in ["conf", "queue", "queue/pid", "queue/public", "queue/private", "data"] {
-            std::fs::create_dir(d.join(sub)).unwrap_or_else(|e| panic!("creating {sub}: {e}"));
-        }
-        for sub in ["queue/public", "queue/private", "data"] {
-            std::os::unix::fs::chown(d.join(sub), Some(postfix_uid), None)
-                .unwrap_or_else(|e| panic!("chown postfix {sub}: {e}"));
-        }
-        let main_cf = format!(
-            "compatibility_level = 3.6\n\
-             queue_directory = {shown}/queue\n\
-             data_directory = {shown}/data\n\
-             daemon_directory = {}\n\
-             command_directory = /usr/sbin\n\
-             mail_owner = postfix\n\
-             inet_interfaces = loopback-only\n\
-             inet_protocols = ipv4\n",
-            Path::new(SPAWN).parent().expect("spawn's directory").display()
-        );
-        let path = d.join("conf/main.cf");
-        std::fs::write(&path, main_cf).expect("writing main.cf");
-        // Postfix loads no main.cf modified within the last second, in case
-        // an editor is still writing it: it dozes until the file is old
-        // enough. Backdate it so that spawn starts at once.
-        let an_hour_ago = SystemTime::now() - Duration::from_secs(3600);
-        std::fs::File::options()
-            .write(true)
-            .open(&path)
-            .and_then(|f| f.set_modified(an_hour_ago))
-            .expect("backdating main.cf");
 
         // master(8) makes its listening sockets non-blocking: the children
         // of a service race to accept.

@@ -10,6 +10,8 @@
 // of it; the rest would otherwise warn in every binary that does not.
 #![allow(dead_code, reason = "each test binary uses only some of the shared helpers")]
 
+pub(crate) mod postfix;
+
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd};
