@@ -395,21 +395,19 @@ impl Listener {
     /// write.
     fn accept(&self, timeout: Duration) -> io::Result<Client> {
         let timeout = Some(timeout).filter(|t| !t.is_zero());
+        // The same steps for both kinds of stream, which share no trait.
+        macro_rules! accepted {
+            ($variant:ident, $listener:expr) => {{
+                let (stream, _) = $listener.accept()?;
+                stream.set_nonblocking(false)?;
+                stream.set_read_timeout(timeout)?;
+                stream.set_write_timeout(timeout)?;
+                Ok(Client::$variant(stream))
+            }};
+        }
         match self {
-            Listener::Tcp(l) => {
-                let (stream, _) = l.accept()?;
-                stream.set_nonblocking(false)?;
-                stream.set_read_timeout(timeout)?;
-                stream.set_write_timeout(timeout)?;
-                Ok(Client::Tcp(stream))
-            }
-            Listener::Unix(l) => {
-                let (stream, _) = l.accept()?;
-                stream.set_nonblocking(false)?;
-                stream.set_read_timeout(timeout)?;
-                stream.set_write_timeout(timeout)?;
-                Ok(Client::Unix(stream))
-            }
+            Listener::Tcp(l) => accepted!(Tcp, l),
+            Listener::Unix(l) => accepted!(Unix, l),
         }
     }
 }
