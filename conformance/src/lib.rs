@@ -1,5 +1,11 @@
-//! The transport conformance suite (not yet built).
+//! The transport conformance suite, and the one list of transports.
 //!
-//! This crate is a placeholder in the workspace: it holds no cases yet. It
-//! will turn the transport contract of `master-proto` into cases that run in
-//! real processes against every transport, one macro line per transport.
+//! [`with_transports!`] names every transport built on this platform with
+//! the cargo features enabled (`pipe`, `unixsock`, `memfd`); the
+//! conformance tests, `cargo xtask bench` and `cargo xtask demo` all expand
+//! it, so a new transport is added to all three in one line of
+//! `src/transports.rs`.
+
+pub mod transports;
+
+pub use transports::{DEFAULT_TRANSPORT, TRANSPORT_NAMES};

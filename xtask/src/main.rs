@@ -1,13 +1,30 @@
 //! Project tasks, run as `cargo xtask <task>`.
 //!
-//! No task is implemented yet: `bench` (every transport side by side) and
-//! `demo` (a real prefork master) are still to come. Until then this binary
-//! says so and exits with an error rather than pretend.
+//! - `bench`: every transport side by side (see [`bench`]);
+//! - `demo`: a real prefork master (see [`demo`]).
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 
+mod bench;
+mod demo;
+
+const USAGE: &str = "usage: cargo xtask <bench|demo> [OPTIONS]  (--help after the task for its options)";
+
 fn main() -> ExitCode {
-    let task = std::env::args().nth(1).unwrap_or_default();
-    eprintln!("cargo xtask: task {task:?} is not available yet (planned: bench, demo)");
-    ExitCode::FAILURE
+    let mut args = std::env::args_os().skip(1);
+    let task = args.next();
+    let rest: Vec<OsString> = args.collect();
+    match task.as_ref().and_then(|t| t.to_str()) {
+        Some("bench") => bench::main(rest),
+        Some("demo") => demo::main(rest),
+        Some("-h" | "--help") => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        other => {
+            eprintln!("cargo xtask: unknown task {other:?}\n{USAGE}");
+            ExitCode::from(2)
+        }
+    }
 }
