@@ -153,7 +153,12 @@ impl Client {
         }
     }
 
-    fn converse<S: Read + Write>(&self, stream: S, round: usize, close: impl Fn(&S) -> io::Result<()>) -> io::Result<()> {
+    fn converse<S: Read + Write>(
+        &self,
+        stream: S,
+        round: usize,
+        close: impl Fn(&S) -> io::Result<()>,
+    ) -> io::Result<()> {
         let active = self.stats.active.fetch_add(1, Ordering::Relaxed) + 1;
         self.stats.max_active.fetch_max(active, Ordering::Relaxed);
         let result = self.exchange(stream, round, close);
@@ -161,7 +166,12 @@ impl Client {
         result
     }
 
-    fn exchange<S: Read + Write>(&self, stream: S, round: usize, close: impl Fn(&S) -> io::Result<()>) -> io::Result<()> {
+    fn exchange<S: Read + Write>(
+        &self,
+        stream: S,
+        round: usize,
+        close: impl Fn(&S) -> io::Result<()>,
+    ) -> io::Result<()> {
         let mut conn = BufReader::new(stream);
         let line = format!("client {} round {round}\n", self.number);
         conn.get_mut().write_all(line.as_bytes())?;

@@ -238,7 +238,10 @@ pub(super) fn run<T: Transport + Default>(options: &Options) -> Result<(), Strin
     let mut view = View::new(options.plain);
     view.started(&listener.describe()?, T::NAME, options.max_children, &program.describe());
     let load = if options.clients > 0 {
-        Some(Load::start(options.clients, &listener.target()?, options.hold).map_err(|e| format!("load generator: {e}"))?)
+        Some(
+            Load::start(options.clients, &listener.target()?, options.hold)
+                .map_err(|e| format!("load generator: {e}"))?,
+        )
     } else {
         None
     };
@@ -335,7 +338,12 @@ impl<T: Transport> Demo<T> {
         if let Some(load) = self.load.take().filter(|_| self.load_done) {
             load.join();
         }
-        self.view.summary(&self.master, stats.as_deref(), self.busy_max);
+        // ECHILD: no child process at all, running or zombie.
+        let left = match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+            Err(Errno::ECHILD) => "0",
+            _ => "some",
+        };
+        self.view.summary(&self.master, stats.as_deref(), self.busy_max, left);
         Ok(())
     }
 

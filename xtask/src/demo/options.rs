@@ -146,7 +146,9 @@ pub(super) fn parse(args: Vec<OsString>) -> Result<Parsed, String> {
                 options.duration = Some(seconds).filter(|d| !d.is_zero());
             }
             Long("hold") => options.hold = seconds("--hold", &parser.value().map_err(err)?)?,
-            Long("reload-after") => options.reload_after = Some(seconds("--reload-after", &parser.value().map_err(err)?)?),
+            Long("reload-after") => {
+                options.reload_after = Some(seconds("--reload-after", &parser.value().map_err(err)?)?)
+            }
             Long("throttle") => options.throttle = seconds("--throttle", &parser.value().map_err(err)?)?,
             Long("gossip") => options.gossip = true,
             Long("plain") => options.plain = true,
@@ -218,7 +220,10 @@ mod tests {
     #[test]
     fn service_takes_the_rest_and_forces_duplex() {
         let o = run(&["--clients", "2", "--service", "/bin/echo", "-v", "--plain"]).unwrap();
-        assert_eq!(o.service, Some((OsString::from("/bin/echo"), vec![OsString::from("-v"), OsString::from("--plain")])));
+        assert_eq!(
+            o.service,
+            Some((OsString::from("/bin/echo"), vec![OsString::from("-v"), OsString::from("--plain")]))
+        );
         assert_eq!(o.transport, "duplex");
         assert!(!o.plain, "--plain after --service belongs to the command");
         let e = run(&["--transport", "pipe", "--service", "x"]).unwrap_err();

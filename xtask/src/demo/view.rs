@@ -89,10 +89,8 @@ impl View {
     pub(super) fn update(&mut self, item: &Received, outcome: Outcome) {
         match item {
             Received::Update { update, .. } => {
-                let line = format!(
-                    "pid={} gen={} status={} outcome={outcome}",
-                    update.pid, update.generation, update.status
-                );
+                let line =
+                    format!("pid={} gen={} status={} outcome={outcome}", update.pid, update.generation, update.status);
                 if self.plain {
                     println!("{line}");
                 } else if !outcome.is_applied() {
@@ -172,7 +170,11 @@ impl View {
     /// The live view, as bytes for the terminal.
     fn screen(&self, master: &Master, load: Option<&LoadStats>, busy_max: usize) -> String {
         let mut s = String::from("\x1b[H\x1b[2J");
-        let _ = writeln!(s, "cargo xtask demo  {:.1}s  (Ctrl-C to stop, SIGHUP to reload)", self.started.elapsed().as_secs_f64());
+        let _ = writeln!(
+            s,
+            "cargo xtask demo  {:.1}s  (Ctrl-C to stop, SIGHUP to reload)",
+            self.started.elapsed().as_secs_f64()
+        );
         let _ = writeln!(s, "{}", self.header);
         if let Some(load) = load {
             let _ = writeln!(s, "{}", load_line(load));
@@ -195,7 +197,8 @@ impl View {
                 other => format!("{:<9}", other.to_string()),
             };
             let retired = if child.retired { "  retired (reload): exits after its client" } else { "" };
-            let _ = writeln!(s, "  {:>8}  {:>6}  {state}  {:>5}{retired}", child.pid, child.generation, child.use_count);
+            let _ =
+                writeln!(s, "  {:>8}  {:>6}  {state}  {:>5}{retired}", child.pid, child.generation, child.use_count);
         }
         let _ = writeln!(s, "\nupdates: {}", counters_line(master.counters()));
         let _ = writeln!(s, "\nmaster's decisions:");
@@ -206,7 +209,7 @@ impl View {
     }
 
     /// The closing summary, in either mode.
-    pub(super) fn summary(&mut self, master: &Master, load: Option<&LoadStats>, busy_max: usize) {
+    pub(super) fn summary(&mut self, master: &Master, load: Option<&LoadStats>, busy_max: usize, children_left: &str) {
         if !self.plain {
             let _ = io::stdout().lock().write_all(self.screen(master, load, busy_max).as_bytes());
         }
@@ -219,7 +222,7 @@ impl View {
             )
         });
         println!(
-            "summary spawned={} spawn-failed={} reaped={} reloads={} throttled={} connections={served} \
+            "summary spawned={} spawn-failed={} reaped={} children-left={children_left} reloads={} throttled={} connections={served} \
              failed-connections={failed} max-concurrent-clients={max_clients} max-busy-children={busy_max} \
              updates={} {}",
             c.spawned,

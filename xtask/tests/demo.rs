@@ -1,0 +1,422 @@
+//! `cargo xtask demo` end to end: the xtask binary run as a master of real child processes, read in `--plain` mode.
+//!
+//! Each test runs `xtask demo --plain ...` and checks what it printed
+//! against itself and against the protocol: children spawned on demand up
+//! to the limit, TAKEN and AVAIL in turn for each child, a reload retiring
+//! the old children and spawning new generations, every child reaped, and a
+//! summary whose numbers agree with the lines. `--service` runs
+//! transport-pipe's `postfix_echo` example unchanged. Every wait is bounded
+//! and says what it waited for.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// The bound on every wait: generous, for a loaded machine.
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A running `xtask demo`, its standard output read line by line.
+struct Demo {
+    child: Child,
+    lines: Receiver<String>,
+    seen: Vec<String>,
+    stderr: Arc<Mutex<String>>,
+    args: Vec<String>,
+}
+
+impl Demo {
+    fn start(args: &[&str]) -> Demo {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .arg("demo")
+            .arg("--plain")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running xtask demo");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut stderr_pipe = child.stderr.take().expect("piped stderr");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let collected = Arc::clone(&stderr);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stderr_pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                collected.lock().expect("stderr lock").push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Demo { child, lines, seen: Vec::new(), stderr, args: args.iter().map(|a| (*a).to_owned()).collect() }
+    }
+
+    fn pid(&self) -> Pid {
+        Pid::from_raw(i32::try_from(self.child.id()).expect("pid fits"))
+    }
+
+    /// The next line for which `pick` returns something, bounded by `WAIT`.
+    fn await_line<R>(&mut self, what: &str, mut pick: impl FnMut(&str) -> Option<R>) -> R {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let picked = pick(&line);
+                    self.seen.push(line);
+                    if let Some(r) = picked {
+                        return r;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => panic!("{WAIT:?} without {what}; {}", self.report()),
+                Err(RecvTimeoutError::Disconnected) => panic!("the demo ended without {what}; {}", self.report()),
+            }
+        }
+    }
+
+    /// Reads to the end of the output and reaps the demo, bounded by `WAIT`.
+    fn finish(mut self) -> (ExitStatus, Vec<String>, String) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) => self.seen.push(line),
+                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => panic!("the demo did not end within {WAIT:?}; {}", self.report()),
+            }
+        }
+        // Its standard output is closed: it is exiting. std offers nothing
+        // to poll for a child's exit, so check between short pauses.
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "the demo closed its output but did not exit; {}", self.report());
+            let _ = nix::poll::poll(&mut [], nix::poll::PollTimeout::from(5u8));
+        };
+        // The stderr thread ends at EOF, which follows the exit.
+        let stderr_deadline = Instant::now() + WAIT;
+        while Arc::strong_count(&self.stderr) > 1 && Instant::now() < stderr_deadline {
+            let _ = nix::poll::poll(&mut [], nix::poll::PollTimeout::from(5u8));
+        }
+        let stderr = self.stderr.lock().expect("stderr lock").clone();
+        (status, std::mem::take(&mut self.seen), stderr)
+    }
+
+    fn report(&self) -> String {
+        let tail: Vec<&String> = self.seen.iter().rev().take(30).rev().collect();
+        format!(
+            "demo {:?}: last lines {tail:#?}, stderr {:?}",
+            self.args,
+            self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
+        )
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The `key=value` fields of a line, after its first word if that has no `=`.
+fn fields(line: &str) -> HashMap<&str, &str> {
+    line.split_whitespace().filter_map(|w| w.split_once('=')).collect()
+}
+
+fn num(fields: &HashMap<&str, &str>, key: &str) -> u64 {
+    fields.get(key).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("no number {key}= in {fields:?}"))
+}
+
+/// The summary line's fields.
+fn summary(lines: &[String]) -> HashMap<&str, &str> {
+    let line = lines.iter().find(|l| l.starts_with("summary ")).unwrap_or_else(|| panic!("no summary in {lines:#?}"));
+    fields(line)
+}
+
+/// Counts of what the lines say, checked line by line against the protocol.
+#[derive(Debug, Default)]
+struct Tally {
+    spawned: BTreeSet<i32>,
+    reaped: BTreeSet<i32>,
+    generations: HashMap<i32, u32>,
+    outcomes: HashMap<String, u64>,
+    /// Uses (applied AVAILs) seen per pid.
+    uses: HashMap<i32, u64>,
+    max_alive: usize,
+    reloads: Vec<(usize, BTreeSet<i32>)>,
+    /// The highest generation spawned before each reload, and the lowest after.
+    gens_before_reload: u32,
+    gens_after_reload: Vec<u32>,
+}
+
+fn tally(lines: &[String], limit: usize) -> Tally {
+    let mut t = Tally::default();
+    let mut alive: BTreeSet<i32> = BTreeSet::new();
+    let mut state: HashMap<i32, &str> = HashMap::new();
+    for line in lines {
+        let f = fields(line);
+        let pid = || -> i32 { f["pid"].parse().unwrap_or_else(|_| panic!("pid in {line:?}")) };
+        let generation = || -> u32 { f["gen"].parse().unwrap_or_else(|_| panic!("gen in {line:?}")) };
+        if line.starts_with("spawn ") {
+            let (pid, generation) = (pid(), generation());
+            assert!(t.spawned.insert(pid), "pid {pid} spawned twice: {line}");
+            assert!(t.generations.values().all(|&g| g < generation), "generations grow: {line}");
+            if t.reloads.is_empty() {
+                t.gens_before_reload = generation;
+            } else {
+                t.gens_after_reload.push(generation);
+            }
+            t.generations.insert(pid, generation);
+            alive.insert(pid);
+            state.insert(pid, "AVAIL");
+            t.max_alive = t.max_alive.max(alive.len());
+            assert!(alive.len() <= limit, "more than {limit} children alive at {line}");
+            assert_eq!(num(&f, "children"), alive.len() as u64, "{line}");
+        } else if line.starts_with("pid=") {
+            let (pid, generation) = (pid(), generation());
+            assert!(alive.contains(&pid), "an update from a pid that is not alive: {line}");
+            assert_eq!(t.generations[&pid], generation, "{line}");
+            let (status, outcome) = (f["status"], f["outcome"]);
+            *t.outcomes.entry(outcome.to_owned()).or_default() += 1;
+            match (status, outcome) {
+                ("TAKEN", "taken") | ("AVAIL", "avail") => {
+                    assert_ne!(state[&pid], status, "an applied update changes the state: {line}");
+                    state.insert(pid, status);
+                    if status == "AVAIL" {
+                        *t.uses.entry(pid).or_default() += 1;
+                    }
+                }
+                ("other(7)", "unknown-status") => {}
+                _ => panic!("unexpected status line {line}"),
+            }
+        } else if line.starts_with("reap ") {
+            let pid = pid();
+            assert!(alive.remove(&pid), "reaped a pid that is not alive: {line}");
+            assert!(t.reaped.insert(pid));
+            assert!(line.contains("exit=\"exit status 0\""), "a clean exit: {line}");
+            assert_eq!(f["outcome"], "reaped", "{line}");
+            assert_eq!(num(&f, "uses"), t.uses.get(&pid).copied().unwrap_or(0), "uses of {pid}: {line}");
+        } else if line.starts_with("reload ") {
+            let retired: BTreeSet<i32> =
+                f["retired"].split(',').filter(|s| !s.is_empty()).map(|p| p.parse().expect("pid")).collect();
+            assert_eq!(retired, alive, "a reload retires every child alive: {line}");
+            t.reloads.push((t.spawned.len(), retired));
+        } else {
+            let known = ["listen ", "stop ", "shutdown ", "summary "];
+            assert!(known.iter().any(|k| line.starts_with(k)), "an unexpected line (an error?): {line}");
+        }
+    }
+    assert!(alive.is_empty(), "children never reaped: {alive:?}");
+    t
+}
+
+#[test]
+fn children_spawn_on_demand_go_taken_and_avail_and_a_reload_starts_new_generations() {
+    let limit = 3;
+    let demo = Demo::start(&[
+        "--clients",
+        "6",
+        "--max-children",
+        "3",
+        "--duration",
+        "4",
+        "--reload-after",
+        "2",
+        "--hold",
+        "0.05",
+        "--gossip",
+    ]);
+    let (status, lines, stderr) = demo.finish();
+    assert!(status.success(), "demo failed: {status}; stderr {stderr}; lines {lines:#?}");
+    assert!(lines[0].starts_with("listen tcp 127.0.0.1:"), "first line: {:?}", lines[0]);
+    let t = tally(&lines, limit);
+    let s = summary(&lines);
+
+    assert!(t.spawned.len() >= 2, "six clients need more than one child: {lines:#?}");
+    assert_eq!(t.max_alive, limit, "six busy clients bring the service to its limit");
+    assert_eq!(t.reloads.len(), 1);
+    assert!(!t.reloads[0].1.is_empty(), "the reload retired children");
+    assert!(!t.gens_after_reload.is_empty(), "children spawned after the reload");
+    assert!(t.gens_after_reload.iter().all(|&g| g > t.gens_before_reload), "new generations after the reload");
+    assert_eq!(t.spawned, t.reaped, "every child reaped");
+
+    assert_eq!(num(&s, "spawned"), t.spawned.len() as u64);
+    assert_eq!(num(&s, "reaped"), t.reaped.len() as u64);
+    assert_eq!(s["children-left"], "0", "no child process left, zombie or not");
+    assert_eq!(num(&s, "reloads"), 1);
+    assert_eq!(num(&s, "spawn-failed"), 0);
+    for outcome in ["taken", "avail", "unknown-status"] {
+        let lines_said = t.outcomes.get(outcome).copied().unwrap_or(0);
+        assert!(lines_said > 0, "no {outcome} line");
+        assert_eq!(num(&s, outcome), lines_said, "summary {outcome}= against the lines");
+    }
+    let updates: u64 = t.outcomes.values().sum();
+    assert_eq!(num(&s, "updates"), updates);
+    // Each gossiping child sends its 7 after each client, before AVAIL.
+    assert!(num(&s, "unknown-status") >= num(&s, "avail"));
+    let connections = num(&s, "connections");
+    assert_eq!(num(&s, "failed-connections"), 0, "every echo came back: {stderr}");
+    assert!(connections >= num(&s, "taken"), "each TAKEN is a client served");
+    let clients = num(&s, "max-concurrent-clients");
+    assert!((2..=6).contains(&clients), "max-concurrent-clients={clients}");
+    let busy = num(&s, "max-busy-children");
+    assert!((2..=3).contains(&busy), "max-busy-children={busy}");
+}
+
+#[test]
+fn without_clients_no_child_is_spawned() {
+    let (status, lines, stderr) = Demo::start(&["--clients", "0", "--duration", "0.5"]).finish();
+    assert!(status.success(), "{status}: {stderr}");
+    let s = summary(&lines);
+    assert_eq!((num(&s, "spawned"), num(&s, "updates")), (0, 0), "{lines:#?}");
+}
+
+#[test]
+fn every_transport_runs_the_demo() {
+    for name in master_proto_conformance::TRANSPORT_NAMES {
+        let (status, lines, stderr) =
+            Demo::start(&["--transport", name, "--clients", "3", "--duration", "1", "--hold", "0.02"]).finish();
+        assert!(status.success(), "{name}: {status}: {stderr}");
+        assert!(lines[0].ends_with(&format!("transport={name}")), "{name}: {:?}", lines[0]);
+        let t = tally(&lines, 4);
+        let s = summary(&lines);
+        assert!(num(&s, "taken") > 0 && num(&s, "connections") > 0, "{name}: {lines:#?}");
+        assert_eq!(num(&s, "failed-connections"), 0, "{name}: {stderr}");
+        assert_eq!(t.spawned, t.reaped, "{name}");
+        assert_eq!(s["children-left"], "0", "{name}");
+    }
+}
+
+/// The `postfix_echo` example of transport-pipe, built now if it is
+/// missing or older than its source.
+fn postfix_echo() -> PathBuf {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
+    let mut build = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .args(["build", "--quiet", "-p", "master-proto-pipe", "--example", "postfix_echo"])
+        .current_dir(workspace)
+        .spawn()
+        .expect("running cargo build");
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let status = loop {
+        if let Some(status) = build.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = build.kill();
+            let _ = build.wait();
+            panic!("cargo build of the postfix_echo example took more than 600 s");
+        }
+        let _ = nix::poll::poll(&mut [], nix::poll::PollTimeout::from(50u8));
+    };
+    assert!(status.success(), "cargo build -p master-proto-pipe --example postfix_echo: {status}");
+    // target/<profile>/xtask -> target/<profile>/examples/postfix_echo
+    let bin = Path::new(env!("CARGO_BIN_EXE_xtask")).with_file_name("examples").join("postfix_echo");
+    assert!(bin.is_file(), "{} is missing after the build", bin.display());
+    bin
+}
+
+#[test]
+fn service_runs_the_postfix_echo_example_unchanged() {
+    let example = postfix_echo();
+    let example = example.to_str().expect("UTF-8 path");
+    let mut demo = Demo::start(&["--clients", "0", "--duration", "0", "--service", example, "-v"]);
+    let addr: SocketAddr =
+        demo.await_line("the listen line", |l| l.strip_prefix("listen tcp ")?.split_whitespace().next()?.parse().ok());
+    let mut client = TcpStream::connect(addr).expect("connecting to the demo");
+    client.set_read_timeout(Some(WAIT)).expect("read timeout");
+    client.write_all(b"hello from the test\n").expect("sending");
+    let mut back = String::new();
+    let mut reader = BufReader::new(client.try_clone().expect("clone"));
+    reader.read_line(&mut back).expect("awaiting the echo");
+    assert_eq!(back, "hello from the test\n");
+    let pid: i32 = demo.await_line("the spawn line", |l| {
+        fields(l).get("pid").filter(|_| l.starts_with("spawn ")).and_then(|p| p.parse().ok())
+    });
+    demo.await_line("TAKEN from the example", |l| {
+        (l == format!("pid={pid} gen=1 status=TAKEN outcome=taken")).then_some(())
+    });
+    client.shutdown(std::net::Shutdown::Write).expect("shutdown");
+    let mut rest = Vec::new();
+    reader.read_to_end(&mut rest).expect("awaiting the server's close");
+    demo.await_line("AVAIL from the example", |l| {
+        (l == format!("pid={pid} gen=1 status=AVAIL outcome=avail")).then_some(())
+    });
+    kill(demo.pid(), Signal::SIGTERM).expect("SIGTERM to the demo");
+    let (status, lines, stderr) = demo.finish();
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(lines.iter().any(|l| l == "shutdown reason=SIGTERM" || l == "stop reason=SIGTERM"), "{lines:#?}");
+    assert!(
+        lines.contains(&format!("reap pid={pid} gen=1 exit=\"exit status 0\" uses=1 outcome=reaped")),
+        "{lines:#?}"
+    );
+    let s = summary(&lines);
+    assert_eq!((num(&s, "spawned"), num(&s, "reaped"), num(&s, "taken"), num(&s, "avail")), (1, 1, 1, 1));
+    assert_eq!(s["children-left"], "0");
+    // -v and -n NAME reached the example: it logs each client under the
+    // service name the demo gave it.
+    assert!(stderr.contains(&format!("postfix_echo[{pid}]: {addr}: client 1 from")), "stderr: {stderr}");
+}
+
+#[test]
+fn service_on_a_unix_socket_serves_the_load_generator() {
+    let example = postfix_echo();
+    let socket = std::env::temp_dir().join(format!("xtask-demo-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&socket);
+    let listen = format!("unix:{}", socket.display());
+    let demo = Demo::start(&[
+        "--listen",
+        &listen,
+        "--clients",
+        "2",
+        "--duration",
+        "1",
+        "--hold",
+        "0.02",
+        "--service",
+        example.to_str().expect("UTF-8 path"),
+    ]);
+    let (status, lines, stderr) = demo.finish();
+    assert!(status.success(), "{status}: {stderr}");
+    assert_eq!(lines[0], format!("listen unix {} transport=duplex", socket.display()));
+    let t = tally(&lines, 4);
+    let s = summary(&lines);
+    assert!(num(&s, "connections") > 0 && num(&s, "taken") > 0, "{lines:#?}");
+    assert_eq!(num(&s, "failed-connections"), 0, "{stderr}");
+    assert_eq!(t.spawned, t.reaped);
+    assert!(!socket.exists(), "the socket file is removed at exit");
+}
+
+#[test]
+fn bad_arguments_are_refused_with_a_reason() {
+    for (args, says) in [
+        (&["--transport", "pipe", "--service", "/bin/true"][..], "duplex"),
+        (&["--transport", "no-such-transport"][..], "unknown transport"),
+        (&["--listen", "udp:1"][..], "--listen"),
+        (&["--duration", "soon"][..], "--duration"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_xtask")).arg("demo").args(args).output().expect("running xtask");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?} should say {says:?}: {stderr}");
+    }
+}
