@@ -30,6 +30,7 @@
 
 use std::collections::HashSet;
 use std::ffi::OsString;
+use std::io::{PipeReader, PipeWriter};
 use std::net::TcpListener;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixListener;
@@ -38,6 +39,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use master_proto::env::{MASTER_FLOW_READ, MASTER_FLOW_WRITE};
 use master_proto::master::{Config, Exit, Master, Outcome, ReapOutcome};
 use master_proto::{ChildFds, RecvError, Status, StatusSource, Transport};
 use nix::errno::Errno;
@@ -103,7 +105,11 @@ impl Listener {
     fn service_name_and_type(&self) -> (String, &'static str) {
         match self {
             Listener::Tcp(l) => (l.local_addr().map_or_else(|_| "demo".to_owned(), |a| a.to_string()), "inet"),
-            Listener::Unix(_, path) => (path.display().to_string(), "unix"),
+            // master.cf names a unix service by its socket's file name
+            // (private/NAME); daemons build file names from it.
+            Listener::Unix(_, path) => {
+                (path.file_name().map_or_else(|| "demo".to_owned(), |n| n.to_string_lossy().into_owned()), "unix")
+            }
         }
     }
 }
@@ -129,8 +135,11 @@ impl Drop for Listener {
 enum Program {
     /// This binary, as `xtask demo --echo-child`.
     BuiltIn { exe: PathBuf, gossip: bool },
-    /// `COMMAND -n NAME -t TYPE ARGS...`, as master(8) runs a daemon.
-    Service { command: OsString, args: Vec<OsString>, name: String, kind: &'static str },
+    /// `COMMAND -n NAME -t TYPE ARGS...`, as master(8) runs a daemon,
+    /// with master(8)'s flow pipe at fds 3 and 4: no Postfix daemon runs
+    /// without it (each marks both close-on-exec at startup and dies if
+    /// either is closed).
+    Service { command: OsString, args: Vec<OsString>, name: String, kind: &'static str, flow: (PipeReader, PipeWriter) },
 }
 
 impl Program {
@@ -141,7 +150,7 @@ impl Program {
                 cmd.args(["demo", "--echo-child"]).env(GOSSIP_VAR, if *gossip { "1" } else { "0" });
                 cmd
             }
-            Program::Service { command, args, name, kind } => {
+            Program::Service { command, args, name, kind, .. } => {
                 let mut cmd = Command::new(command);
                 cmd.arg("-n").arg(name).arg("-t").arg(kind).args(args);
                 cmd
@@ -156,7 +165,7 @@ impl Program {
         match self {
             Program::BuiltIn { gossip: false, .. } => "built-in echo".to_owned(),
             Program::BuiltIn { gossip: true, .. } => "built-in echo (gossiping)".to_owned(),
-            Program::Service { command, args, name, kind } => {
+            Program::Service { command, args, name, kind, .. } => {
                 let mut s = format!("{} -n {name} -t {kind}", command.to_string_lossy());
                 for arg in args {
                     s.push(' ');
@@ -229,7 +238,8 @@ pub(super) fn run<T: Transport + Default>(options: &Options) -> Result<(), Strin
         },
         Some((command, args)) => {
             let (name, kind) = listener.service_name_and_type();
-            Program::Service { command: command.clone(), args: args.clone(), name, kind }
+            let flow = std::io::pipe().map_err(|e| format!("creating the flow pipe: {e}"))?;
+            Program::Service { command: command.clone(), args: args.clone(), name, kind, flow }
         }
     };
     let transport = T::default();
@@ -467,7 +477,14 @@ impl<T: Transport> Demo<T> {
         let end = self.transport.child_end(source, generation).map_err(|e| format!("child end: {e}"))?;
         let listen = self.listener.as_fd().try_clone_to_owned().map_err(|e| format!("listening socket: {e}"))?;
         let mut cmd = self.program.command();
-        ChildFds::new(end, generation).listen(listen).install(&mut cmd).map_err(|e| e.to_string())?;
+        let mut fds = ChildFds::new(end, generation).listen(listen);
+        if let Program::Service { flow: (read, write), .. } = &self.program {
+            let dup = |e: std::io::Error| format!("flow pipe: {e}");
+            fds = fds
+                .fixed(MASTER_FLOW_READ, read.try_clone().map_err(dup)?.into())
+                .fixed(MASTER_FLOW_WRITE, write.try_clone().map_err(dup)?.into());
+        }
+        fds.install(&mut cmd).map_err(|e| e.to_string())?;
         cmd.spawn().map_err(|e| e.to_string())
     }
 
