@@ -20,6 +20,9 @@ use super::load::LoadStats;
 /// The shortest time between two redraws of the live view.
 pub(super) const REDRAW: Duration = Duration::from_millis(100);
 
+/// The longest time between two redraws of the live view.
+const TICK: Duration = Duration::from_secs(1);
+
 /// How many of the master's latest decisions the live view shows.
 const DECISIONS: usize = 14;
 
@@ -148,12 +151,15 @@ impl View {
         }
     }
 
-    /// When the live view wants to be redrawn next, if it has changed.
+    /// When the live view wants to be redrawn next: [`REDRAW`] after the
+    /// last time if something changed, else [`TICK`] after it, for the
+    /// clock and the clients' counters.
     pub(super) fn redraw_due(&self) -> Option<Instant> {
-        if self.plain || !self.dirty {
+        if self.plain {
             return None;
         }
-        Some(self.last_redraw.map_or_else(Instant::now, |at| at + REDRAW))
+        let Some(last) = self.last_redraw else { return Some(Instant::now()) };
+        Some(last + if self.dirty { REDRAW } else { TICK })
     }
 
     /// Redraws the live view if it is due.
