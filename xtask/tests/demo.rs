@@ -210,3 +210,32 @@ fn bad_arguments_are_refused_with_a_reason() {
         assert!(stderr.contains(says), "{args:?} should say {says:?}: {stderr}");
     }
 }
+
+#[test]
+fn a_child_that_dies_before_serving_anyone_throttles_spawning() {
+    let false_ = ["/bin/false", "/usr/bin/false"].into_iter().find(|p| Path::new(p).is_file()).expect("a false(1)");
+    let mut demo = Demo::start(&["--clients", "0", "--duration", "0", "--throttle", "1", "--service", false_]);
+    let addr: SocketAddr =
+        demo.await_line("the listen line", |l| l.strip_prefix("listen tcp ")?.split_whitespace().next()?.parse().ok());
+    // A client waiting in the backlog: the master spawns for it, the child
+    // exits 1 at once, unused.
+    let _client = TcpStream::connect(addr).expect("connecting to the demo");
+    demo.await_line("the first spawn", |l| l.starts_with("spawn ").then_some(()));
+    demo.await_line("a reap that begins a throttle", |l| {
+        (l.starts_with("reap ") && l.contains("exit=\"exit status 1\" uses=0 outcome=reaped-throttle")).then_some(())
+    });
+    demo.await_line("the throttle", |l| (l == "throttle seconds=1").then_some(()));
+    let throttled_at = Instant::now();
+    // The client is still waiting: once the throttle is over, the master
+    // spawns again, and not before.
+    demo.await_line("the spawn after the throttle", |l| l.starts_with("spawn ").then_some(()));
+    let waited = throttled_at.elapsed();
+    assert!(waited >= Duration::from_millis(900), "spawned again {waited:?} after a 1 s throttle began");
+    kill(demo.pid(), Signal::SIGTERM).expect("SIGTERM to the demo");
+    let (status, lines, stderr) = demo.finish();
+    assert!(status.success(), "{status}: {stderr}");
+    let s = summary(&lines);
+    assert!(num(&s, "throttled") >= 2, "{lines:#?}");
+    assert_eq!(num(&s, "spawned"), num(&s, "reaped"));
+    assert_eq!(s["children-left"], "0");
+}
