@@ -164,13 +164,25 @@ impl View {
 
     /// Redraws the live view if it is due.
     pub(super) fn redraw(&mut self, master: &Master, load: Option<&LoadStats>, busy_max: usize) {
+        if let Some(frame) = self.frame(master, load, busy_max) {
+            let _ = io::stdout().lock().write_all(frame.as_bytes());
+        }
+    }
+
+    /// The live view's next frame, if one is due.
+    fn frame(&mut self, master: &Master, load: Option<&LoadStats>, busy_max: usize) -> Option<String> {
+        if self.plain {
+            return None;
+        }
         let now = Instant::now();
-        if self.redraw_due().is_none_or(|at| at > now) {
-            return;
+        if let Some(last) = self.last_redraw
+            && now < last + if self.dirty { REDRAW } else { TICK }
+        {
+            return None;
         }
         self.last_redraw = Some(now);
         self.dirty = false;
-        let _ = io::stdout().lock().write_all(self.screen(master, load, busy_max).as_bytes());
+        Some(self.screen(master, load, busy_max))
     }
 
     /// The live view, as bytes for the terminal.
@@ -276,4 +288,53 @@ pub(super) fn counters_line(c: &Counters) -> String {
     .map(|(name, n)| format!("{name}={n}"))
     .collect::<Vec<_>>()
     .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use master_proto::master::Config;
+    use master_proto::{Sender, StatusUpdate};
+
+    use super::*;
+
+    #[test]
+    fn the_live_view_draws_at_once_then_waits_and_shows_each_child() {
+        let now = Instant::now();
+        let mut master = Master::new(Config::default());
+        let mut view = View::new(false);
+        view.started("tcp 127.0.0.1:1", "duplex", 4, "built-in echo");
+        for pid in [100, 101] {
+            let generation = master.begin_spawn(now).unwrap();
+            master.spawned(pid, generation).unwrap();
+            view.spawned(pid, generation, master.total());
+        }
+        let taken = Received::Update {
+            update: StatusUpdate { pid: 101, generation: 2, status: Status::TAKEN },
+            sender: Sender::Claimed,
+        };
+        let outcome = master.receive(&taken);
+        view.update(&taken, outcome);
+        let gossip = Received::Update {
+            update: StatusUpdate { pid: 100, generation: 1, status: Status(7) },
+            sender: Sender::Claimed,
+        };
+        let outcome = master.receive(&gossip);
+        view.update(&gossip, outcome);
+
+        let frame = view.frame(&master, None, 1).expect("the first frame is drawn at once");
+        assert!(frame.starts_with("\x1b[H\x1b[2J"), "a frame clears the screen");
+        let rows: Vec<&str> = frame.lines().filter(|l| l.trim_start().starts_with("10")).collect();
+        assert_eq!(rows.len(), 2, "one row per child: {frame}");
+        assert!(rows[0].contains("100") && rows[0].contains("AVAIL") && rows[0].trim_end().ends_with('0'), "{frame}");
+        assert!(rows[1].contains("101") && rows[1].contains("TAKEN"), "{frame}");
+        assert!(frame.contains("spawn pid=101 gen=2 children=2"), "decisions are shown: {frame}");
+        assert!(frame.contains("pid=100 gen=1 status=other(7) outcome=unknown-status"), "gossip is shown: {frame}");
+        assert!(frame.contains("unknown-status=1"), "and counted: {frame}");
+        assert!(view.frame(&master, None, 1).is_none(), "no second frame right away");
+
+        master.reload();
+        let frame = view.screen(&master, None, 1);
+        assert_eq!(frame.matches("retired (reload)").count(), 2, "{frame}");
+        assert!(View::new(true).frame(&master, None, 1).is_none(), "the plain view draws no frames");
+    }
 }
