@@ -135,6 +135,8 @@ cfg_if::cfg_if! {
         mod source;
         mod sys;
         mod transport;
+        #[cfg(test)]
+        mod hostile_tests;
 
         pub use sink::MemfdSink;
         pub use source::{MemfdSource, RING_SLOTS};

@@ -25,6 +25,9 @@
 //! consumer reading record `i` can tell a whole record from a half-written or
 //! stale one.
 
+// The loom build holds only this module and its models, which use part of it.
+#![cfg_attr(loom, allow(dead_code, reason = "the transport that uses the rest is not built under loom"))]
+
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::{AtomicU32, Ordering, fence};
 #[cfg(not(loom))]

@@ -262,8 +262,8 @@ fn membarrier(cmd: libc::c_int) -> io::Result<libc::c_long> {
 /// Whether this kernel offers `MEMBARRIER_CMD_GLOBAL_EXPEDITED` (and its
 /// registration).
 pub(crate) fn membarrier_global_expedited_available() -> bool {
-    let want = i64::from(MEMBARRIER_CMD_GLOBAL_EXPEDITED | MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED);
-    membarrier(MEMBARRIER_CMD_QUERY).is_ok_and(|mask| i64::from(mask) & want == want)
+    let want = libc::c_long::from(MEMBARRIER_CMD_GLOBAL_EXPEDITED | MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED);
+    membarrier(MEMBARRIER_CMD_QUERY).is_ok_and(|mask| mask & want == want)
 }
 
 /// Registers this process for global expedited membarriers: after this,

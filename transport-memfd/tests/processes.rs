@@ -459,9 +459,10 @@ fn hostile_child_spoils_only_itself() {
                 let bytes = x.to_ne_bytes();
                 let n = usize::try_from(x >> 61).expect("fits") + 1;
                 sink.scribble(offset, &bytes[..n]);
-                if round % 64 == 0 {
-                    // Now and then an honest-looking notify, over the garbage.
-                    let _ = sink.notify(Status::AVAIL);
+                if round % 4096 == 0 {
+                    // Now and then a head that claims a whole ring of records.
+                    let head = u32::try_from(x & 0xffff).expect("fits") + 1024;
+                    sink.scribble(0, &head.to_ne_bytes());
                 }
             }
             std::process::exit(0);
