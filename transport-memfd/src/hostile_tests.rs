@@ -101,7 +101,7 @@ proptest! {
         let mut hostile = in_process_sink(&mut source, 11, 100);
         let honest = in_process_sink(&mut source, 11, 200);
         let (mut sent, mut received) = (0i32, 0i32);
-        let mut drain = |source: &mut MemfdSource, received: &mut i32| -> Result<(), TestCaseError> {
+        let drain = |source: &mut MemfdSource, received: &mut i32| -> Result<(), TestCaseError> {
             while let Some(item) = source.try_recv().expect("read") {
                 match item {
                     Received::Update { update, sender: Sender::Channel(200) } => {

@@ -75,7 +75,12 @@
 //! clear the master keeps the doorbell readable, so a master that polls
 //! before draining never waits on pending records; `asleep` is cleared on
 //! the second record after a wake-up (the first is returned at once, so the
-//! eventfd write does not delay it).
+//! eventfd write does not delay it). An awake master goes to sleep on its
+//! second empty look in a row, not its first: a child producing steadily,
+//! a little slower than the master drains, then finds it awake instead of
+//! ringing for every update. The price is one spurious readiness of the
+//! doorbell after a busy period (a poll that returns at once, then a
+//! `try_recv` that finds nothing and puts the master to sleep).
 //!
 //! **Master gone**: a thread of the master (the death watch, one per
 //! process, which sleeps for ever) has a robust futex list

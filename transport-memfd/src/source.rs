@@ -88,6 +88,9 @@ pub struct MemfdSource {
     cursor: usize,
     streak: u32,
     wake: Wake,
+    /// Awake, and the last `try_recv` found nothing: the next empty one
+    /// puts the master to sleep.
+    idle: bool,
     /// Items taken from rings of reaped children, delivered first.
     pending: VecDeque<Received>,
 }
@@ -115,6 +118,7 @@ impl MemfdSource {
             cursor: 0,
             streak: 0,
             wake: Wake::Asleep,
+            idle: false,
             pending: VecDeque::new(),
         })
     }
@@ -153,12 +157,17 @@ impl MemfdSource {
         sys::seal(fd.as_fd(), false)?;
         let mapping = Mapping::shared(fd.as_fd(), len, true)?;
         consumer.init(mapping.words());
+        let fds =
+            [fd, self.control.fd().try_clone_to_owned()?, self.doorbell.try_clone()?, self.lifeline_read.try_clone()?];
+        // Only once nothing can fail any more: no ring without a child end.
         self.rings.push(ChildRing { generation, pid: None, mapping, consumer });
-        Ok([fd, self.control.fd().try_clone_to_owned()?, self.doorbell.try_clone()?, self.lifeline_read.try_clone()?])
+        Ok(fds)
     }
 
     /// Binds the ring made for `generation` to the child's pid, and rings
-    /// the doorbell so that anything it published already is read.
+    /// the doorbell so that anything it published already is read. Should
+    /// several rings wait under one generation, the oldest is bound first
+    /// (rings are bound in the order they were made).
     pub(crate) fn register(&mut self, generation: u32, pid: i32) {
         if let Some(ring) = self.rings.iter_mut().find(|r| r.generation == generation && r.pid.is_none()) {
             ring.pid = Some(pid);
@@ -261,6 +270,7 @@ impl StatusSource for MemfdSource {
         }
         match self.scan() {
             Some(item) => {
+                self.idle = false;
                 match self.wake {
                     Wake::Awake => {}
                     // Return the first record at once; children keep ringing
@@ -274,7 +284,19 @@ impl StatusSource for MemfdSource {
                 }
                 Ok(Some(item))
             }
-            None => self.go_to_sleep(),
+            // Awake and finding nothing for the first time: stay awake, so
+            // that a child producing steadily a little slower than the
+            // master does not ring for every update. The doorbell is
+            // readable while awake, so a master that polls now comes
+            // straight back, and its next empty look puts it to sleep.
+            None if self.wake == Wake::Awake && !self.idle => {
+                self.idle = true;
+                Ok(None)
+            }
+            None => {
+                self.idle = false;
+                self.go_to_sleep()
+            }
         }
     }
 }

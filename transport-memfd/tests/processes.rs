@@ -7,6 +7,8 @@
 //! body takes the child's branch when it finds `ROLE`. No `fork()` inside
 //! the threaded harness. Every wait is bounded and says what it waited for.
 
+#![cfg(target_os = "linux")]
+
 mod common;
 
 use std::collections::HashMap;
