@@ -548,3 +548,49 @@ fn child_fds_are_exactly_the_standard_ones() {
     assert_eq!(expect_line(&lines, "fds="), "fds=0,1,2,5,6,7,8,9");
     assert!(wait_exit(&mut child, "the child").success());
 }
+
+/// What a child can do to the memory the master maps: nothing. Its ring
+/// cannot be resized or unsealed; the control area cannot be resized or
+/// written, and no writable mapping of it can be made.
+#[test]
+fn child_cannot_resize_or_write_what_the_master_maps() {
+    if role().is_some() {
+        use nix::fcntl::{FcntlArg, SealFlag, fcntl};
+        let mut env = ChildEnv::from_process().unwrap_or_else(|e| fail(10, e));
+        let ring = env.take_status().unwrap_or_else(|e| fail(11, e));
+        let control = env.take_aux(master_proto_memfd::CONTROL).unwrap_or_else(|e| fail(12, e));
+        let seals = |fd| SealFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GET_SEALS).unwrap_or(0));
+        let (ring_seals, control_seals) = (seals(&ring), seals(&control));
+        let size_seals = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL;
+        println!(
+            "ring: sealed={} truncate={:?} grow={:?} unseal={:?}",
+            ring_seals.contains(size_seals),
+            nix::unistd::ftruncate(&ring, 0),
+            nix::unistd::ftruncate(&ring, 1 << 30),
+            fcntl(&ring, FcntlArg::F_ADD_SEALS(SealFlag::F_SEAL_WRITE)),
+        );
+        println!(
+            "control: sealed={} future_write={} truncate={:?} write={:?}",
+            control_seals.contains(size_seals),
+            control_seals.contains(SealFlag::F_SEAL_FUTURE_WRITE),
+            nix::unistd::ftruncate(&control, 0),
+            nix::unistd::write(&control, &[0xff; 16]),
+        );
+        std::process::exit(0);
+    }
+    let mut source = Memfd.open().expect("open");
+    let mut child = spawn_child(
+        &mut source,
+        &test_name("child_cannot_resize_or_write_what_the_master_maps"),
+        "seals",
+        1,
+        (Stdio::null(), Stdio::piped()),
+    );
+    let lines = line_reader(child.stdout.take().expect("stdout"));
+    assert_eq!(expect_line(&lines, "ring:"), "ring: sealed=true truncate=Err(EPERM) grow=Err(EPERM) unseal=Err(EPERM)");
+    assert_eq!(
+        expect_line(&lines, "control:"),
+        "control: sealed=true future_write=true truncate=Err(EPERM) write=Err(EPERM)"
+    );
+    assert!(wait_exit(&mut child, "the child").success());
+}
