@@ -110,8 +110,9 @@
 //! updates with whatever pid and status the child wrote, all under that
 //! child's [`Sender::Channel`](master_proto::Sender::Channel) pid. It can
 //! set `waiting` for ever (the master then makes one `FUTEX_WAKE` per write
-//! back of its `tail`), and ring the doorbell (the master wakes up for
-//! nothing). It cannot resize or unmap any memory the master maps (sealed),
+//! back of its `tail`), ring the doorbell (the master wakes up for
+//! nothing), or publish without ringing (its own records then wait for the
+//! master's next wake-up). It cannot resize or unmap any memory the master maps (sealed),
 //! write another child's ring (it has no descriptor for it) or the control
 //! area (sealed against writable mappings and writes), or make the master
 //! block: no lock exists that a child could hold, and a child killed at any

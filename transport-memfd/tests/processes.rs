@@ -594,3 +594,36 @@ fn child_cannot_resize_or_write_what_the_master_maps() {
     );
     assert!(wait_exit(&mut child, "the child").success());
 }
+
+/// A child writes a whole, well-formed record by hand (the documented
+/// layout: slot 0 at byte 128, `seq` 2 = "record 0, whole", then head 1 at
+/// byte 0) claiming to be pid 1: the master delivers it, named by the
+/// forger's own channel. (Scribbling rings no doorbell, so the master
+/// looks once the forger has exited.)
+#[test]
+fn forged_pid_is_named_by_its_channel() {
+    if role().is_some() {
+        let mut sink = child_sink();
+        let mut slot = Vec::new();
+        for word in [2u32, 1, sink.generation(), 1] {
+            slot.extend_from_slice(&word.to_ne_bytes());
+        }
+        assert_eq!(sink.scribble(128, &slot), 16);
+        assert_eq!(sink.scribble(0, &1u32.to_ne_bytes()), 4);
+        std::process::exit(0);
+    }
+    let mut source = Memfd.open().expect("open");
+    let mut child = spawn_child(&mut source, &test_name("forged_pid_is_named_by_its_channel"), "forger", 9, quiet());
+    // Scribbling rings no doorbell: look once the forger is done.
+    assert!(wait_exit(&mut child, "the forger").success());
+    let mut got = Vec::new();
+    source.drain(|item| got.push(item)).expect("read");
+    let forger = pid_of(&child);
+    assert_eq!(
+        got,
+        vec![Received::Update {
+            update: StatusUpdate { pid: 1, generation: 9, status: Status::AVAIL },
+            sender: Sender::Channel(forger)
+        }]
+    );
+}
