@@ -43,7 +43,7 @@ fn test_name(test: &str) -> String {
 
 /// Spawns this test binary as a child running only `test` in `role`, with
 /// its own ring, registered with the source under its pid.
-fn spawn_child(source: &mut MemfdSource, test: &str, role: &str, generation: u32, stdio: (Stdio, Stdio)) -> Child {
+fn spawn_child(source: &mut MemfdSource, test: &str, role: &str, generation: u32, stdio: (Stdio, Stdio)) -> Reaped {
     let end = Memfd.child_end(source, generation).expect("make the child's end");
     let path = std::env::temp_dir().join(format!("memfd-test-{}-{generation}-{role}.sock", std::process::id()));
     let _ = std::fs::remove_file(&path);
@@ -57,7 +57,33 @@ fn spawn_child(source: &mut MemfdSource, test: &str, role: &str, generation: u32
         .expect("install the standard environment");
     let child = cmd.spawn().expect("spawn the child");
     Memfd.register_child(source, generation, pid_of(&child));
-    child
+    Reaped(child)
+}
+
+/// A child process that is killed and reaped when dropped, so that a
+/// failing test leaves no process behind.
+struct Reaped(Child);
+
+impl std::ops::Deref for Reaped {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Reaped {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }
 
 fn quiet() -> (Stdio, Stdio) {
@@ -195,10 +221,10 @@ fn flood_eight_children_exact() {
         std::process::exit(0);
     }
     let mut source = Memfd.open().expect("open");
-    let mut children: Vec<Child> = (0..8)
+    let mut children: Vec<Reaped> = (0..8)
         .map(|_| spawn_child(&mut source, &test_name("flood_eight_children_exact"), "flood", 3, quiet()))
         .collect();
-    let pids: Vec<i32> = children.iter().map(pid_of).collect();
+    let pids: Vec<i32> = children.iter().map(|c| pid_of(c)).collect();
     let got = receive(&mut source, 8 * 100_000, "every flooded update");
     assert_exact(&got, &pids, PER_CHILD, 3);
     for child in &mut children {
@@ -290,7 +316,8 @@ fn master_killed_disconnects() {
         Some("master") => {
             let mut source = Memfd.open().expect("open");
             println!("master: armed={}", source.death_word_armed());
-            #[allow(clippy::zombie_processes, reason = "the master role is killed before its child exits")]
+            // Never reaped here: this process is killed first, and the
+            // orphan is reparented.
             let _child = spawn_child(
                 &mut source,
                 &test_name("master_killed_disconnects"),
@@ -308,13 +335,15 @@ fn master_killed_disconnects() {
         Some(other) => fail(2, format_args!("unknown role {other}")),
         None => {}
     }
-    let mut master = Command::new(std::env::current_exe().expect("current_exe"))
-        .args(["master_killed_disconnects", "--exact", "--nocapture", "--test-threads=1", "-q"])
-        .env(ROLE, "master")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn the master role");
+    let mut master = Reaped(
+        Command::new(std::env::current_exe().expect("current_exe"))
+            .args(["master_killed_disconnects", "--exact", "--nocapture", "--test-threads=1", "-q"])
+            .env(ROLE, "master")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn the master role"),
+    );
     let lines = line_reader(master.stdout.take().expect("stdout"));
     assert_eq!(expect_line(&lines, "master: armed"), "master: armed=true", "the death word needs a robust list");
     expect_line(&lines, "master: ready");
@@ -349,9 +378,9 @@ fn child_killed_mid_flood() {
     let me = test_name("child_killed_mid_flood");
     let mut source = Memfd.open().expect("open");
     let mut victim = spawn_child(&mut source, &me, "victim", 5, quiet());
-    let mut honest: Vec<Child> = (0..2).map(|_| spawn_child(&mut source, &me, "honest", 5, quiet())).collect();
+    let mut honest: Vec<Reaped> = (0..2).map(|_| spawn_child(&mut source, &me, "honest", 5, quiet())).collect();
     let victim_pid = pid_of(&victim);
-    let pids: Vec<i32> = honest.iter().map(pid_of).collect();
+    let pids: Vec<i32> = honest.iter().map(|c| pid_of(c)).collect();
     let mut got = receive(&mut source, 5_000, "the first updates");
     kill(Pid::from_raw(victim_pid), Signal::SIGKILL).expect("kill the victim");
     assert!(wait_exit(&mut victim, "the victim").code().is_none());
