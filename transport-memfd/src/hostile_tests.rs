@@ -1,6 +1,7 @@
 //! Property tests: a consumer fed arbitrary ring memory and arbitrary
 //! hostile writes never panics, reports what it rejects, and an honest ring
-//! next to it stays exact; the same through real sealed memfds.
+//! next to it stays exact; the same through real sealed memfds. Plus the
+//! source's bookkeeping of rings (registering, forgetting) in one process.
 
 use std::os::fd::OwnedFd;
 
@@ -133,6 +134,104 @@ proptest! {
         drain(&mut source, &mut received)?;
         prop_assert_eq!(source.rings(), 1);
     }
+}
+
+/// Forgetting a reaped child delivers what its ring still held, then
+/// reports the record it died writing as torn, and unmaps the ring.
+#[test]
+fn forgetting_a_child_delivers_what_it_left_and_reports_a_torn_record() {
+    let mut source = Memfd.open().expect("open");
+    let mut sink = in_process_sink(&mut source, 3, 400);
+    for n in 0..3 {
+        sink.notify(Status(n)).expect("notify");
+    }
+    // Record 3 half written: its slot's seq says "record 3, being written"
+    // (2 * 3 + 1), the head is not published.
+    assert_eq!(sink.scribble(128 + 3 * 16, &7u32.to_ne_bytes()), 4);
+    Memfd.forget_child(&mut source, 400);
+    assert_eq!(source.rings(), 0);
+    let mut got = Vec::new();
+    source.drain(|item| got.push(item)).expect("read");
+    let update = |n| Received::Update {
+        update: StatusUpdate { pid: honest_pid(), generation: 3, status: Status(n) },
+        sender: Sender::Channel(400),
+    };
+    assert_eq!(got, vec![update(0), update(1), update(2), Received::Malformed(master_proto::Malformed::Torn)]);
+}
+
+/// A ring is not read until its child is registered; registering rings the
+/// doorbell, so what the child sent first is not stranded.
+#[test]
+fn unregistered_ring_waits_for_its_pid() {
+    use std::os::fd::AsFd;
+    let mut source = Memfd.open().expect("open");
+    let end = Memfd.child_end(&mut source, 5).expect("child end");
+    let mut aux = end.aux.into_iter().map(|(_, fd)| fd);
+    let mut next = || -> OwnedFd { aux.next().expect("three aux descriptors") };
+    let (control, doorbell, lifeline) = (next(), next(), next());
+    let sink = MemfdSink::new(end.status, control, doorbell, lifeline, honest_pid(), 5).expect("sink");
+    assert_eq!(source.try_recv(), Ok(None));
+    sink.notify(Status::AVAIL).expect("notify");
+    assert_eq!(source.try_recv(), Ok(None), "no pid yet: not read");
+    Memfd.register_child(&mut source, 5, 500);
+    let mut fds = [nix::poll::PollFd::new(source.as_fd(), nix::poll::PollFlags::POLLIN)];
+    assert_eq!(nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO), Ok(1), "registering rang the doorbell");
+    let (u, sender) = match source.try_recv() {
+        Ok(Some(Received::Update { update, sender })) => (update, sender),
+        other => panic!("expected the child's update, got {other:?}"),
+    };
+    assert_eq!((u.status, sender), (Status::AVAIL, Sender::Channel(500)));
+}
+
+/// Ping-pong between a child thread and the master: the child sends a
+/// burst of three updates (enough to wake the master fully, so it has a
+/// barrier to pass on its way back to sleep), waits until the master has
+/// taken them, pauses for a varying while and sends the next burst, so that
+/// its publishes land before, during and after the master's way to sleep.
+/// A lost wake-up strands a burst and shows as a poll that times out.
+#[test]
+fn no_wakeup_lost_on_the_way_to_sleep() {
+    use std::os::fd::AsFd;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicI32;
+    const ROUNDS: i32 = 60_000;
+    let mut source = Memfd.open().expect("open");
+    let sink = in_process_sink(&mut source, 2, 600);
+    let taken = Arc::new(AtomicI32::new(-1));
+    let seen = Arc::clone(&taken);
+    let child = std::thread::spawn(move || {
+        let mut x: u32 = 0x1234_5678;
+        for n in (0..ROUNDS).step_by(3) {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while seen.load(std::sync::atomic::Ordering::Acquire) < n - 1 {
+                assert!(std::time::Instant::now() < deadline, "the master never took update {}", n - 1);
+                std::thread::yield_now();
+            }
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            for _ in 0..(x % 4096) {
+                std::hint::spin_loop();
+            }
+            for k in n..(n + 3).min(ROUNDS) {
+                sink.notify(Status(k)).expect("notify");
+            }
+        }
+        sink
+    });
+    let mut next = 0;
+    while next < ROUNDS {
+        let mut fds = [nix::poll::PollFd::new(source.as_fd(), nix::poll::PollFlags::POLLIN)];
+        let ready = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(10_000u16)).expect("poll");
+        assert!(ready > 0, "lost wake-up: the doorbell stayed silent for 10 s with update {next} due");
+        while let Some(item) = source.try_recv().expect("read") {
+            let Received::Update { update, .. } = item else { panic!("malformed {item:?}") };
+            assert_eq!(update.status, Status(next));
+            taken.store(next, std::sync::atomic::Ordering::Release);
+            next += 1;
+        }
+    }
+    drop(child.join().expect("the child thread"));
 }
 
 fn honest_pid() -> i32 {
