@@ -168,3 +168,31 @@ fn loom_producer_stops_mid_publish() {
         });
     }
 }
+
+/// Back-pressure without a lost wake-up: a producer facing a full ring
+/// sets its `waiting` flag, fences and looks at the consumer's index once
+/// more before it would sleep; the consumer writes its index back, fences
+/// and looks at the flag. In every interleaving either the producer finds
+/// room or the consumer knows to wake it.
+#[test]
+fn loom_full_ring_waiter_is_woken() {
+    loom::model(|| {
+        let (words, mut consumer) = ring(2);
+        let mut p = Producer::new(&words).expect("a valid ring");
+        for n in 0..2 {
+            assert!(p.has_room(&words));
+            p.push(&words, update(4, n));
+        }
+        assert!(!p.has_room(&words), "two records fill a ring of two");
+        let w = Arc::clone(&words);
+        let producer = thread::spawn(move || {
+            // If this finds no room, the producer would now sleep on the
+            // index word, expecting the index it last saw.
+            p.prepare_to_wait(&w)
+        });
+        assert_eq!(consumer.next(&words), Some(Item::Update(update(4, 0))));
+        consumer.flush(&words);
+        let found_room = producer.join().expect("the producer");
+        assert!(found_room || consumer.take_wake(), "the producer sleeps and nobody wakes it");
+    });
+}

@@ -176,10 +176,20 @@ impl Producer {
         self.head = i.wrapping_add(1);
     }
 
-    /// Says whether the producer is waiting for room. Set it, then fence,
-    /// then re-check [`has_room`](Self::has_room) before sleeping on
-    /// [`TAIL`] with [`seen_tail`](Self::seen_tail); clear it once there
-    /// is room.
+    /// Before sleeping on a full ring: sets the `waiting` flag, fences, and
+    /// looks at the consumer's index again. Returns whether there is room
+    /// now; if not, sleep on [`TAIL`] expecting
+    /// [`seen_tail`](Self::seen_tail) (the consumer, after writing the
+    /// index back, fences and looks at the flag, so either this finds room
+    /// or the consumer wakes the sleeper). Clear the flag with
+    /// [`set_waiting`](Self::set_waiting) once done waiting.
+    pub(crate) fn prepare_to_wait(&mut self, words: &[AtomicU32]) -> bool {
+        Self::set_waiting(words, true);
+        fence(Ordering::SeqCst);
+        self.has_room(words)
+    }
+
+    /// Sets or clears the `waiting` flag.
     pub(crate) fn set_waiting(words: &[AtomicU32], waiting: bool) {
         words[WAITING].store(u32::from(waiting), Ordering::Relaxed);
     }

@@ -136,11 +136,7 @@ impl MemfdSink {
     /// Blocks in the kernel until the ring has room or the master has gone.
     fn wait_for_room(&self, words: &[AtomicU32], producer: &mut Producer) -> Result<(), NotifyError> {
         let result = loop {
-            Producer::set_waiting(words, true);
-            // Set the flag, then look at the index; the master stores the
-            // index, then looks at the flag.
-            ring::fence(Ordering::SeqCst);
-            if producer.has_room(words) {
+            if producer.prepare_to_wait(words) {
                 break Ok(());
             }
             if self.master_gone()? {
