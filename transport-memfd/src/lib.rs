@@ -51,7 +51,8 @@
 //! return `Disconnected`. If the ring is full, block (below). Write the
 //! slot: `seq` = writing, the three payload words, `seq` = whole, then
 //! `head` (release). Then a fence, then read `asleep`; only if it is set,
-//! write the doorbell. While the master is awake that is two loads, five
+//! write the doorbell. While the master is awake that is an uncontended
+//! in-process mutex (threads of a child share one ring), two loads, five
 //! stores and a compiler fence: no system call.
 //!
 //! **Consume** (the master's `try_recv`): take rings round robin. For each,

@@ -1,8 +1,8 @@
 //! The child's end: its own ring, the master's control area (read-only),
 //! the doorbell and the lifeline.
 
-use std::cell::Cell;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Mutex;
 use std::sync::atomic::compiler_fence;
 use std::time::Duration;
 
@@ -19,14 +19,14 @@ const FULL_WAIT: Duration = Duration::from_millis(20);
 /// A child's end of a [`crate::Memfd`] channel.
 ///
 /// `notify` writes into the child's own ring and, while the master is
-/// awake, makes no system call. It is `Send` but not `Sync`: a ring has one
-/// producer, so threads that share a sink serialise it themselves (a
-/// `Mutex<MemfdSink>`).
+/// awake, makes no system call. A ring has one producer: threads of the
+/// child that share a sink take turns through a mutex inside it (private
+/// to this process, so no other process can hold it).
 #[derive(Debug)]
 pub struct MemfdSink {
     ring: Mapping,
     control: Mapping,
-    producer: Cell<Producer>,
+    producer: Mutex<Producer>,
     doorbell: OwnedFd,
     lifeline: OwnedFd,
     /// Only a compiler fence after publishing: this process is registered
@@ -70,7 +70,7 @@ impl MemfdSink {
         Ok(MemfdSink {
             ring,
             control,
-            producer: Cell::new(producer),
+            producer: Mutex::new(producer),
             doorbell,
             lifeline,
             light_fence,
@@ -155,14 +155,13 @@ impl StatusSink for MemfdSink {
             return Err(NotifyError::Disconnected);
         }
         let words = self.ring.words();
-        let mut producer = self.producer.get();
-        if !producer.has_room(words) {
-            let waited = self.wait_for_room(words, &mut producer);
-            self.producer.set(producer);
-            waited?;
+        {
+            let mut producer = self.producer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !producer.has_room(words) {
+                self.wait_for_room(words, &mut producer)?;
+            }
+            producer.push(words, StatusUpdate { pid: self.pid, generation: self.generation, status });
         }
-        producer.push(words, StatusUpdate { pid: self.pid, generation: self.generation, status });
-        self.producer.set(producer);
         // Publish, then look at the master's "asleep": a store then a load,
         // which needs a full barrier on one side. With membarrier the master
         // pays it on its way to sleep; without, this fence does.

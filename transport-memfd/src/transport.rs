@@ -46,7 +46,7 @@ impl Transport for Memfd {
 
     /// Every update, in per-child order, named by the child's own ring; a
     /// full ring blocks the child in the kernel until the master reads or
-    /// goes. One producer per ring: a sink is not shared between threads.
+    /// goes. Threads of a child may share its sink (they take turns).
     fn caps(&self) -> Caps {
         Caps {
             delivery: Delivery::EveryUpdate,
@@ -54,7 +54,7 @@ impl Transport for Memfd {
             framing: Framing::Packet,
             back_pressure: BackPressure::Block,
             postfix_wire: false,
-            thread_safe_sink: false,
+            thread_safe_sink: true,
         }
     }
 

@@ -656,3 +656,39 @@ fn forged_pid_is_named_by_its_channel() {
         }]
     );
 }
+
+/// Threads of one child share its sink: every update arrives whole, once,
+/// in each thread's order.
+#[test]
+fn threads_share_a_sink() {
+    const THREADS: i32 = 4;
+    const EACH: i32 = 20_000;
+    if role().is_some() {
+        let sink = child_sink();
+        std::thread::scope(|s| {
+            for t in 0..THREADS {
+                let sink = &sink;
+                s.spawn(move || {
+                    for i in 0..EACH {
+                        sink.notify(Status(t * EACH + i)).unwrap_or_else(|e| fail(1, e));
+                    }
+                });
+            }
+        });
+        std::process::exit(0);
+    }
+    assert!(Memfd.caps().thread_safe_sink);
+    let mut source = Memfd.open().expect("open");
+    let mut child = spawn_child(&mut source, &test_name("threads_share_a_sink"), "threads", 5, quiet());
+    let pid = pid_of(&child);
+    let got = receive(&mut source, usize::try_from(THREADS * EACH).expect("fits"), "every thread's updates");
+    let mut next: Vec<i32> = (0..THREADS).map(|t| t * EACH).collect();
+    for item in &got {
+        let (u, sender) = update(item);
+        assert_eq!((u.pid, u.generation, sender), (pid, 5, Sender::Channel(pid)));
+        let t = usize::try_from(u.status.0 / EACH).expect("a thread's range");
+        assert_eq!(u.status.0, next[t], "thread {t}: lost, duplicated or out of order");
+        next[t] += 1;
+    }
+    assert!(wait_exit(&mut child, "the child").success());
+}
