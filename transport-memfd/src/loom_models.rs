@@ -37,7 +37,7 @@ fn produce(words: &[AtomicU32], pid: i32, count: i32) {
     }
 }
 
-/// One producer, one consumer, a ring of two slots and three records: the
+/// One producer, one consumer, a ring of two slots and four records: the
 /// consumer gets every record, whole, in order, and the producer is let
 /// through by the consumer's index.
 #[test]
@@ -45,9 +45,9 @@ fn loom_producer_and_consumer() {
     loom::model(|| {
         let (words, mut consumer) = ring(2);
         let w = Arc::clone(&words);
-        let producer = thread::spawn(move || produce(&w, 7, 3));
+        let producer = thread::spawn(move || produce(&w, 7, 4));
         let mut got = Vec::new();
-        while got.len() < 3 {
+        while got.len() < 4 {
             match consumer.next(&words) {
                 Some(item) => got.push(item),
                 None => {
@@ -57,7 +57,7 @@ fn loom_producer_and_consumer() {
             }
         }
         producer.join().expect("the producer");
-        let want: Vec<Item> = (0..3).map(|n| Item::Update(update(7, n))).collect();
+        let want: Vec<Item> = (0..4).map(|n| Item::Update(update(7, n))).collect();
         assert_eq!(got, want);
         assert_eq!(consumer.next(&words), None);
     });
