@@ -31,6 +31,9 @@
 #[cfg(feature = "pipe")]
 pub use master_proto_pipe::{Duplex, Pipe};
 
+#[cfg(all(feature = "memfd", target_os = "linux"))]
+pub use master_proto_memfd::Memfd;
+
 /// Expands `callback! { name => Type, ... }` over every transport built
 /// here. See the [module documentation](self).
 #[macro_export]
@@ -68,7 +71,19 @@ macro_rules! __transports_unixsock {
     ($callback:ident; $($list:tt)*) => { $crate::__transports_memfd! { $callback; $($list)* } };
 }
 
-// The memfd crate offers no transport yet: its feature adds nothing.
+// memfd exists on Linux only.
+#[cfg(all(feature = "memfd", target_os = "linux"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __transports_memfd {
+    ($callback:ident; $($list:tt)*) => {
+        $callback! { $($list)*
+            memfd => $crate::transports::Memfd,
+        }
+    };
+}
+
+#[cfg(not(all(feature = "memfd", target_os = "linux")))]
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __transports_memfd {

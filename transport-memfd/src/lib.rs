@@ -1,7 +1,152 @@
-//! Shared-memory status rings in a sealed memfd (not yet built).
+//! `memfd`: shared-memory status rings in sealed memfds, one per child, with
+//! an eventfd doorbell, a robust-futex death word and a lifeline (Linux).
 //!
-//! This crate is a placeholder in the workspace: it holds no transport yet
-//! and exports nothing. It will provide the `memfd` transport: one
-//! single-producer ring per child in a size-sealed memfd, eventfd wake-ups
-//! and a lifeline for death detection, as described in the project's design
-//! notes.
+//! On other platforms this crate is empty: the transport is not available
+//! there, and the conformance crate's list of transports leaves it out.
+//!
+//! # What each side holds
+//!
+//! | what | made | the master maps | the child gets | the child maps |
+//! |---|---|---|---|---|
+//! | ring memfd, one per child | in `child_end`, sized once, sealed `SHRINK`/`GROW`/`SEAL` | read-write | fd 5 | read-write |
+//! | control memfd, one per channel | in `open`, one page, sealed `SHRINK`/`GROW`/`FUTURE_WRITE`/`SEAL` after the master mapped it | read-write | aux `control` | read-only (no writable mapping is possible any more) |
+//! | doorbell eventfd, one per channel | in `open` | — | aux `doorbell` | — |
+//! | lifeline pipe, one per channel | in `open`; the write end stays in the master | — | aux `lifeline` (read end) | — |
+//!
+//! The master's [`StatusSource`](master_proto::StatusSource) descriptor is
+//! the doorbell. A child's ring is private to it: the master names its
+//! updates [`Sender::Channel`](master_proto::Sender::Channel) with the pid
+//! given to [`register_child`](master_proto::Transport::register_child) for
+//! that ring, whatever pid the child writes.
+//!
+//! # Memory layout
+//!
+//! A ring (byte offsets; all words are 32-bit, native-endian, accessed only
+//! as atomics on both sides):
+//!
+//! | offset | word | written by |
+//! |---|---|---|
+//! | 0 | `head`: index of the next record to publish | child |
+//! | 4 | `waiting`: non-zero while the child sleeps on a full ring | child |
+//! | 64 | `tail`: index of the next record to consume (a futex word) | master |
+//! | 68 | `capacity`: slots, a power of two ([`RING_SLOTS`]) | master, before the child exists |
+//! | 128 + 16·k | slot k: `seq`, `pid`, `gen`, `status` | child |
+//!
+//! Indices run freely (wrapping `u32`); record `i` lives in slot
+//! `i mod capacity`. Its `seq` is `2i+1` while it is being written and
+//! `2i+2` once whole.
+//!
+//! The control area (one page):
+//!
+//! | offset | word | meaning |
+//! |---|---|---|
+//! | 0 | `asleep` | non-zero while the master may be waiting on the doorbell |
+//! | 4 | `fence` | 1: the master issues `membarrier(GLOBAL_EXPEDITED)` on its way to sleep |
+//! | 8 | `armed` | 1: the death word is on a robust futex list |
+//! | 12 | `life` | the death word: the master's watch thread's TID; bit `0x4000_0000` set once the master has gone |
+//!
+//! # Protocol
+//!
+//! **Publish** (the child's `notify`): if `life` says the master has gone,
+//! return `Disconnected`. If the ring is full, block (below). Write the
+//! slot: `seq` = writing, the three payload words, `seq` = whole, then
+//! `head` (release). Then a fence, then read `asleep`; only if it is set,
+//! write the doorbell. While the master is awake that is an uncontended
+//! in-process mutex (threads of a child share one ring), two loads, five
+//! stores and a compiler fence: no system call.
+//!
+//! **Consume** (the master's `try_recv`): take rings round robin. For each,
+//! read `head` only when its cached copy is used up, and check that it is
+//! at most `capacity` ahead of its own `tail` (else
+//! [`Malformed::Corrupt`](master_proto::Malformed::Corrupt), and it resumes
+//! at the child's `head`). Read a slot seqlock-style: `seq`, payload,
+//! `seq` again; both must say "record `tail`, whole", else the slot is
+//! [`Malformed::Torn`](master_proto::Malformed::Torn) (being written) or
+//! `Corrupt` (never written for this index). Every slot offset is the
+//! master's own index masked by its own capacity: nothing a child writes
+//! moves where the master reads. The master writes `tail` back every
+//! quarter ring and whenever a ring runs empty.
+//!
+//! **Sleep and wake**, no wake-up lost: when a scan finds nothing, the
+//! master resets the doorbell, sets `asleep`, issues a full barrier
+//! (`membarrier` when children registered for it, else a `SeqCst` fence on
+//! both sides), and scans again; only then does `try_recv` return `None`.
+//! A child publishes, then reads `asleep`: either the master's second scan
+//! sees the record, or the child sees `asleep` and rings. While `asleep` is
+//! clear the master keeps the doorbell readable, so a master that polls
+//! before draining never waits on pending records; `asleep` is cleared on
+//! the second record after a wake-up (the first is returned at once, so the
+//! eventfd write does not delay it). An awake master goes to sleep on its
+//! second empty look in a row, not its first: a child producing steadily,
+//! a little slower than the master drains, then finds it awake instead of
+//! ringing for every update. The price is one spurious readiness of the
+//! doorbell after a busy period (a poll that returns at once, then a
+//! `try_recv` that finds nothing and puts the master to sleep).
+//!
+//! **Master gone**: a thread of the master (the death watch, one per
+//! process, which sleeps for ever) has a robust futex list
+//! (`set_robust_list(2)`) whose entries name the `life` word of every open
+//! channel. When that thread dies, whatever killed the process, the kernel
+//! sets `FUTEX_OWNER_DIED` (`0x4000_0000`) in each, and every child sees it
+//! in its read-only mapping: its next `notify` returns `Disconnected`
+//! without a system call. An orderly close (dropping the source) unlinks
+//! the entry and sets the same bit. The list entries live in private
+//! memory next to the control page, out of the children's sight. Where the
+//! kernel refuses the robust list, `armed` is 0 and `notify` polls the
+//! lifeline instead (one `poll(2)` per update). A child that waits without
+//! sending polls its lifeline, which fires when the master's write end
+//! closes.
+//!
+//! **Back-pressure** ([`BackPressure::Block`](master_proto::BackPressure)):
+//! a child whose ring is full sets `waiting`, fences, re-reads `tail`, and
+//! sleeps in `FUTEX_WAIT` on `tail` (a shared futex) for at most 20 ms at a
+//! time, looking at the death word between waits. The master, after
+//! writing `tail`, fences and wakes the child if `waiting` is set. Nothing
+//! is lost: [`Delivery::EveryUpdate`](master_proto::Delivery).
+//!
+//! # What a hostile child can do
+//!
+//! Write anything into its own ring at any time ([`MemfdSink::scribble`]
+//! does, for tests). The master then reports `Torn` or `Corrupt` items, or
+//! updates with whatever pid and status the child wrote, all under that
+//! child's [`Sender::Channel`](master_proto::Sender::Channel) pid. It can
+//! set `waiting` for ever (the master then makes one `FUTEX_WAKE` per write
+//! back of its `tail`), ring the doorbell (the master wakes up for
+//! nothing), or publish without ringing (its own records then wait for the
+//! master's next wake-up). It cannot resize or unmap any memory the master maps (sealed),
+//! write another child's ring (it has no descriptor for it) or the control
+//! area (sealed against writable mappings and writes), or make the master
+//! block: no lock exists that a child could hold, and a child killed at any
+//! instruction leaves at most one half-written record in its own ring,
+//! reported as `Torn` when the master forgets it.
+//!
+//! # Proof
+//!
+//! The ring algorithm and the sleep/wake handshake (the private module `ring`) are safe code
+//! over atomics imported from a `cfg(loom)` shim. Their loom models run
+//! with:
+//!
+//! ```sh
+//! RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 CARGO_TARGET_DIR=target/loom \
+//!     cargo test -p master-proto-memfd --release --lib --locked loom
+//! ```
+
+cfg_if::cfg_if! {
+    if #[cfg(all(target_os = "linux", loom))] {
+        mod ring;
+        #[cfg(test)]
+        mod loom_models;
+    } else if #[cfg(target_os = "linux")] {
+        mod ring;
+        mod sink;
+        mod source;
+        mod sys;
+        mod transport;
+        #[cfg(test)]
+        mod hostile_tests;
+
+        pub use sink::MemfdSink;
+        pub use source::{MemfdSource, RING_SLOTS};
+        pub use transport::{CONTROL, DOORBELL, LIFELINE, Memfd};
+    }
+}

@@ -1,0 +1,249 @@
+//! Property tests: a consumer fed arbitrary ring memory and arbitrary
+//! hostile writes never panics, reports what it rejects, and an honest ring
+//! next to it stays exact; the same through real sealed memfds. Plus the
+//! source's bookkeeping of rings (registering, forgetting) in one process.
+
+use std::os::fd::OwnedFd;
+
+use master_proto::{Received, Sender, Status, StatusSink, StatusSource, StatusUpdate, Transport};
+use proptest::prelude::*;
+
+use crate::ring::{AtomicU32, Consumer, Item, Ordering, Producer, ring_words};
+use crate::{Memfd, MemfdSink, MemfdSource};
+
+/// One step of a test run.
+#[derive(Clone, Debug)]
+enum Step {
+    /// The hostile producer stores `value` at word `word` (modulo the ring).
+    Hostile { word: usize, value: u32 },
+    /// The honest producer publishes its next record (if there is room).
+    Honest,
+    /// The consumer takes up to `n` items from each ring.
+    Consume { n: usize },
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        3 => (any::<usize>(), any::<u32>()).prop_map(|(word, value)| Step::Hostile { word, value }),
+        // Small values at the head and the slots' seq words are the
+        // plausible-looking lies.
+        2 => (0usize..64, 0u32..40).prop_map(|(word, value)| Step::Hostile { word, value }),
+        3 => Just(Step::Honest),
+        2 => (1usize..20).prop_map(|n| Step::Consume { n }),
+    ]
+}
+
+fn words(n: usize, init: &[u32]) -> Vec<AtomicU32> {
+    (0..n).map(|i| AtomicU32::new(init.get(i).copied().unwrap_or(0))).collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Arbitrary initial bytes in a hostile ring (the capacity word
+    /// included, which the consumer never reads), arbitrary hostile stores
+    /// during the run: the consumer returns for every call, and the honest
+    /// ring consumed in the same loop delivers exactly what was published.
+    #[test]
+    fn hostile_ring_never_hurts_the_consumer_or_its_neighbour(
+        init in proptest::collection::vec(any::<u32>(), 0..ring_words(8)),
+        steps in proptest::collection::vec(step(), 1..300),
+    ) {
+        let hostile = words(ring_words(8), &init);
+        let mut hostile_consumer = Consumer::new(8);
+        // The consumer's init ran before the child got the ring; then the
+        // child wrote anything it liked.
+        hostile_consumer.init(&hostile);
+        for (w, v) in hostile.iter().zip(&init) {
+            w.store(*v, Ordering::Relaxed);
+        }
+        let honest = words(ring_words(8), &[]);
+        let mut honest_consumer = Consumer::new(8);
+        honest_consumer.init(&honest);
+        let mut producer = Producer::new(&honest).expect("a valid ring");
+        let (mut sent, mut received) = (0i32, 0i32);
+        for step in steps.iter().chain([Step::Consume { n: 100 }].iter()) {
+            match *step {
+                Step::Hostile { word, value } => hostile[word % hostile.len()].store(value, Ordering::Release),
+                Step::Honest => {
+                    if producer.has_room(&honest) {
+                        producer.push(&honest, StatusUpdate { pid: 1, generation: 2, status: Status(sent) });
+                        sent += 1;
+                    }
+                }
+                Step::Consume { n } => {
+                    for _ in 0..n {
+                        // Whatever it returns, it returns.
+                        let _ = hostile_consumer.next(&hostile);
+                        match honest_consumer.next(&honest) {
+                            Some(Item::Update(u)) => {
+                                prop_assert_eq!(u, StatusUpdate { pid: 1, generation: 2, status: Status(received) });
+                                received += 1;
+                            }
+                            Some(Item::Malformed(m)) => prop_assert!(false, "honest ring reported {:?}", m),
+                            None => honest_consumer.flush(&honest),
+                        }
+                    }
+                }
+            }
+        }
+        prop_assert_eq!(received, sent, "every honest record, once, in order");
+    }
+
+    /// The same through real sealed memfds and the real source: one child's
+    /// sink scribbles arbitrary bytes at arbitrary offsets of its own ring
+    /// while another's notifies; the source never panics and the honest
+    /// child's updates arrive exactly, under its channel.
+    #[test]
+    fn scribbling_sink_never_hurts_the_source_or_its_neighbour(
+        writes in proptest::collection::vec((any::<usize>(), proptest::collection::vec(any::<u8>(), 0..24), 0u8..4), 1..200),
+    ) {
+        let mut source = Memfd.open().expect("open");
+        let mut hostile = in_process_sink(&mut source, 11, 100);
+        let honest = in_process_sink(&mut source, 11, 200);
+        let (mut sent, mut received) = (0i32, 0i32);
+        let drain = |source: &mut MemfdSource, received: &mut i32| -> Result<(), TestCaseError> {
+            while let Some(item) = source.try_recv().expect("read") {
+                match item {
+                    Received::Update { update, sender: Sender::Channel(200) } => {
+                        prop_assert_eq!(update, StatusUpdate { pid: honest_pid(), generation: 11, status: Status(*received) });
+                        *received += 1;
+                    }
+                    Received::Update { sender, .. } => prop_assert_eq!(sender, Sender::Channel(100)),
+                    Received::Malformed(_) => {}
+                }
+            }
+            Ok(())
+        };
+        for (offset, bytes, honest_sends) in &writes {
+            let len = hostile.region_len();
+            // Half the writes land in the ring's first 256 bytes (indices,
+            // first slots), where lies matter most.
+            let at = if offset % 2 == 0 { offset % 256 } else { offset % (len + 64) };
+            let written = hostile.scribble(at, bytes);
+            prop_assert_eq!(written, bytes.len().min(len.saturating_sub(at)), "writes what fits in the region");
+            for _ in 0..*honest_sends {
+                honest.notify(Status(sent)).expect("notify");
+                sent += 1;
+            }
+            drain(&mut source, &mut received)?;
+        }
+        drain(&mut source, &mut received)?;
+        prop_assert_eq!(received, sent);
+        Memfd.forget_child(&mut source, 100);
+        drain(&mut source, &mut received)?;
+        prop_assert_eq!(source.rings(), 1);
+    }
+}
+
+/// Forgetting a reaped child delivers what its ring still held, then
+/// reports the record it died writing as torn, and unmaps the ring.
+#[test]
+fn forgetting_a_child_delivers_what_it_left_and_reports_a_torn_record() {
+    let mut source = Memfd.open().expect("open");
+    let mut sink = in_process_sink(&mut source, 3, 400);
+    for n in 0..3 {
+        sink.notify(Status(n)).expect("notify");
+    }
+    // Record 3 half written: its slot's seq says "record 3, being written"
+    // (2 * 3 + 1), the head is not published.
+    assert_eq!(sink.scribble(128 + 3 * 16, &7u32.to_ne_bytes()), 4);
+    Memfd.forget_child(&mut source, 400);
+    assert_eq!(source.rings(), 0);
+    let mut got = Vec::new();
+    source.drain(|item| got.push(item)).expect("read");
+    let update = |n| Received::Update {
+        update: StatusUpdate { pid: honest_pid(), generation: 3, status: Status(n) },
+        sender: Sender::Channel(400),
+    };
+    assert_eq!(got, vec![update(0), update(1), update(2), Received::Malformed(master_proto::Malformed::Torn)]);
+}
+
+/// A ring is not read until its child is registered; registering rings the
+/// doorbell, so what the child sent first is not stranded.
+#[test]
+fn unregistered_ring_waits_for_its_pid() {
+    use std::os::fd::AsFd;
+    let mut source = Memfd.open().expect("open");
+    let end = Memfd.child_end(&mut source, 5).expect("child end");
+    let mut aux = end.aux.into_iter().map(|(_, fd)| fd);
+    let mut next = || -> OwnedFd { aux.next().expect("three aux descriptors") };
+    let (control, doorbell, lifeline) = (next(), next(), next());
+    let sink = MemfdSink::new(end.status, control, doorbell, lifeline, honest_pid(), 5).expect("sink");
+    assert_eq!(source.try_recv(), Ok(None));
+    sink.notify(Status::AVAIL).expect("notify");
+    assert_eq!(source.try_recv(), Ok(None), "no pid yet: not read");
+    Memfd.register_child(&mut source, 5, 500);
+    let mut fds = [nix::poll::PollFd::new(source.as_fd(), nix::poll::PollFlags::POLLIN)];
+    assert_eq!(nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO), Ok(1), "registering rang the doorbell");
+    let (u, sender) = match source.try_recv() {
+        Ok(Some(Received::Update { update, sender })) => (update, sender),
+        other => panic!("expected the child's update, got {other:?}"),
+    };
+    assert_eq!((u.status, sender), (Status::AVAIL, Sender::Channel(500)));
+}
+
+/// Ping-pong between a child thread and the master: the child sends a
+/// burst of three updates (enough to wake the master fully, so it has a
+/// barrier to pass on its way back to sleep), waits until the master has
+/// taken them, pauses for a varying while and sends the next burst, so that
+/// its publishes land before, during and after the master's way to sleep.
+/// A lost wake-up strands a burst and shows as a poll that times out.
+#[test]
+fn no_wakeup_lost_on_the_way_to_sleep() {
+    use std::os::fd::AsFd;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicI32;
+    const ROUNDS: i32 = 40_000;
+    let mut source = Memfd.open().expect("open");
+    let sink = in_process_sink(&mut source, 2, 600);
+    let taken = Arc::new(AtomicI32::new(-1));
+    let seen = Arc::clone(&taken);
+    let child = std::thread::spawn(move || {
+        let mut x: u32 = 0x1234_5678;
+        for n in (0..ROUNDS).step_by(3) {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while seen.load(std::sync::atomic::Ordering::Acquire) < n - 1 {
+                assert!(std::time::Instant::now() < deadline, "the master never took update {}", n - 1);
+                std::thread::yield_now();
+            }
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            for _ in 0..(x % 4096) {
+                std::hint::spin_loop();
+            }
+            for k in n..(n + 3).min(ROUNDS) {
+                sink.notify(Status(k)).expect("notify");
+            }
+        }
+        sink
+    });
+    let mut next = 0;
+    while next < ROUNDS {
+        let mut fds = [nix::poll::PollFd::new(source.as_fd(), nix::poll::PollFlags::POLLIN)];
+        let ready = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(30_000u16)).expect("poll");
+        assert!(ready > 0, "lost wake-up: the doorbell stayed silent for 30 s with update {next} due");
+        while let Some(item) = source.try_recv().expect("read") {
+            let Received::Update { update, .. } = item else { panic!("malformed {item:?}") };
+            assert_eq!(update.status, Status(next));
+            taken.store(next, std::sync::atomic::Ordering::Release);
+            next += 1;
+        }
+    }
+    drop(child.join().expect("the child thread"));
+}
+
+fn honest_pid() -> i32 {
+    i32::try_from(std::process::id()).expect("a pid fits an i32")
+}
+
+/// A sink in this process over a fresh child end, registered under `pid`.
+fn in_process_sink(source: &mut MemfdSource, generation: u32, pid: i32) -> MemfdSink {
+    let end = Memfd.child_end(source, generation).expect("child end");
+    Memfd.register_child(source, generation, pid);
+    let mut aux = end.aux.into_iter().map(|(_, fd)| fd);
+    let mut next = || -> OwnedFd { aux.next().expect("three aux descriptors") };
+    let (control, doorbell, lifeline) = (next(), next(), next());
+    MemfdSink::new(end.status, control, doorbell, lifeline, honest_pid(), generation).expect("sink")
+}

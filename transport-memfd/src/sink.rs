@@ -1,0 +1,190 @@
+//! The child's end: its own ring, the master's control area (read-only),
+//! the doorbell and the lifeline.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Mutex;
+use std::sync::atomic::compiler_fence;
+use std::time::Duration;
+
+use master_proto::{EnvError, NotifyError, Status, StatusSink, StatusUpdate};
+use nix::errno::Errno;
+
+use crate::ring::{self, ARMED, AtomicU32, CONTROL_WORDS, FENCE, Ordering, Producer, TAIL};
+use crate::sys::{self, Mapping};
+
+/// How long a child blocked on a full ring sleeps in the kernel before it
+/// looks at the death word again (a master that dies cannot wake it).
+const FULL_WAIT: Duration = Duration::from_millis(20);
+
+/// A child's end of a [`crate::Memfd`] channel.
+///
+/// `notify` writes into the child's own ring and, while the master is
+/// awake, makes no system call. A ring has one producer: threads of the
+/// child that share a sink take turns through a mutex inside it (private
+/// to this process, so no other process can hold it).
+#[derive(Debug)]
+pub struct MemfdSink {
+    ring: Mapping,
+    control: Mapping,
+    producer: Mutex<Producer>,
+    doorbell: OwnedFd,
+    lifeline: OwnedFd,
+    /// Only a compiler fence after publishing: this process is registered
+    /// for the master's `membarrier`.
+    light_fence: bool,
+    /// The death word is armed: no need to look at the lifeline.
+    armed: bool,
+    pid: i32,
+    generation: u32,
+}
+
+impl MemfdSink {
+    /// Builds the sink from the descriptors the master handed out: maps
+    /// the ring read-write and the control area read-only, and registers
+    /// for `membarrier` when the master uses it. The ring and control
+    /// descriptors are closed once mapped.
+    pub(crate) fn new(
+        ring_fd: OwnedFd,
+        control_fd: OwnedFd,
+        doorbell: OwnedFd,
+        lifeline: OwnedFd,
+        pid: i32,
+        generation: u32,
+    ) -> Result<MemfdSink, EnvError> {
+        let io = |e: std::io::Error| EnvError::Io(Errno::from_raw(e.raw_os_error().unwrap_or(0)));
+        let invalid = || EnvError::Io(Errno::EINVAL);
+        let ring_len = sys::file_size(ring_fd.as_fd()).map_err(io)?;
+        if ring_len < ring::ring_words(2) * 4 {
+            return Err(invalid());
+        }
+        let ring = Mapping::shared(ring_fd.as_fd(), ring_len, true).map_err(io)?;
+        let producer = Producer::new(ring.words()).ok_or_else(invalid)?;
+        let control_len = sys::file_size(control_fd.as_fd()).map_err(io)?;
+        if control_len < CONTROL_WORDS * 4 {
+            return Err(invalid());
+        }
+        let control = Mapping::shared(control_fd.as_fd(), control_len, false).map_err(io)?;
+        let words = control.words();
+        let light_fence = words[FENCE].load(Ordering::Acquire) == 1 && sys::membarrier_register();
+        let armed = words[ARMED].load(Ordering::Acquire) == 1;
+        Ok(MemfdSink {
+            ring,
+            control,
+            producer: Mutex::new(producer),
+            doorbell,
+            lifeline,
+            light_fence,
+            armed,
+            pid,
+            generation,
+        })
+    }
+
+    /// The length in bytes of this child's own shared region (its ring),
+    /// the bound of [`scribble`](Self::scribble).
+    #[must_use]
+    pub fn region_len(&self) -> usize {
+        self.ring.shared_len()
+    }
+
+    /// Writes `bytes` at `offset` into this child's own ring, byte by byte
+    /// with atomic stores, ignoring what would fall past
+    /// [`region_len`](Self::region_len); returns how many bytes it wrote.
+    ///
+    /// This exists to test a master against a hostile child: whatever is
+    /// written here, the master must count and survive it, and other
+    /// children's updates must stay exact. An honest child never calls it.
+    pub fn scribble(&mut self, offset: usize, bytes: &[u8]) -> usize {
+        let words = self.ring.words();
+        let mut written = 0;
+        for (k, &byte) in bytes.iter().enumerate() {
+            let Some(at) = offset.checked_add(k) else { break };
+            let Some(word) = words.get(at / 4) else { break };
+            // One byte of the word changes, in one atomic read-modify-write
+            // (the master writes some words of the ring too).
+            let _ = word.fetch_update(Ordering::Release, Ordering::Relaxed, |old| {
+                let mut now = old.to_ne_bytes();
+                now[at % 4] = byte;
+                Some(u32::from_ne_bytes(now))
+            });
+            written += 1;
+        }
+        written
+    }
+
+    /// Whether the death word says the master has gone (closed the channel
+    /// or died). Reads shared memory only: no system call. `false` where
+    /// the death word is not armed and the master died; the lifeline and
+    /// `notify` still say so then.
+    #[must_use]
+    pub fn death_word_says_gone(&self) -> bool {
+        ring::master_gone(self.control.words())
+    }
+
+    /// Whether the master has gone: the death word, or the lifeline where
+    /// the death word is not armed.
+    fn master_gone(&self) -> Result<bool, NotifyError> {
+        if ring::master_gone(self.control.words()) {
+            return Ok(true);
+        }
+        if !self.armed {
+            return sys::fired(self.lifeline.as_fd()).map_err(NotifyError::Io);
+        }
+        Ok(false)
+    }
+
+    /// Blocks in the kernel until the ring has room or the master has gone.
+    fn wait_for_room(&self, words: &[AtomicU32], producer: &mut Producer) -> Result<(), NotifyError> {
+        let result = loop {
+            if producer.prepare_to_wait(words) {
+                break Ok(());
+            }
+            if self.master_gone()? {
+                break Err(NotifyError::Disconnected);
+            }
+            sys::futex_wait(&words[TAIL], producer.seen_tail(), FULL_WAIT);
+        };
+        Producer::set_waiting(words, false);
+        result
+    }
+}
+
+impl StatusSink for MemfdSink {
+    fn notify(&self, status: Status) -> Result<(), NotifyError> {
+        if self.master_gone()? {
+            return Err(NotifyError::Disconnected);
+        }
+        let words = self.ring.words();
+        {
+            let mut producer = self.producer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !producer.has_room(words) {
+                self.wait_for_room(words, &mut producer)?;
+            }
+            producer.push(words, StatusUpdate { pid: self.pid, generation: self.generation, status });
+        }
+        // Publish, then look at the master's "asleep": a store then a load,
+        // which needs a full barrier on one side. With membarrier the master
+        // pays it on its way to sleep; without, this fence does.
+        if self.light_fence {
+            compiler_fence(Ordering::SeqCst);
+        } else {
+            ring::fence(Ordering::SeqCst);
+        }
+        if ring::must_ring(self.control.words()) {
+            sys::ring_bell(self.doorbell.as_fd()).map_err(NotifyError::Io)?;
+        }
+        Ok(())
+    }
+
+    fn disconnect_fd(&self) -> BorrowedFd<'_> {
+        self.lifeline.as_fd()
+    }
+
+    fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    fn generation(&self) -> u32 {
+        self.generation
+    }
+}

@@ -1,0 +1,324 @@
+//! The master's end: one ring per child, a doorbell, a control area and a
+//! lifeline.
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use master_proto::{Malformed, Received, RecvError, Sender, StatusSource};
+
+use crate::ring::{self, ARMED, ASLEEP, AtomicU32, Consumer, FENCE, GONE, Item, LIFE, Ordering, TAIL};
+use crate::sys::{self, ControlArea, Mapping};
+
+/// Slots in each child's ring (16 bytes each): enough for a burst of
+/// updates while the master is busy elsewhere, small enough for hundreds of
+/// children.
+pub const RING_SLOTS: u32 = 1024;
+
+/// Records taken from one ring in a row before the scan moves on, so a busy
+/// child cannot starve the others.
+const STREAK: u32 = 64;
+
+/// How the master makes its "asleep" store visible before it looks at the
+/// rings again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Barrier {
+    /// `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)`: registered children
+    /// need only a compiler fence after publishing.
+    Membarrier,
+    /// A `SeqCst` fence here and in every child.
+    Fence,
+}
+
+/// Where the master is in the sleep/wake handshake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wake {
+    /// `ASLEEP` is set: every publish rings the doorbell.
+    Asleep,
+    /// `ASLEEP` is still set and one record has been returned since the
+    /// master last found nothing; the next record clears it.
+    Waking,
+    /// `ASLEEP` is clear and the doorbell is kept readable, so that a
+    /// master that polls before draining does not wait for nothing.
+    Awake,
+}
+
+/// One child's ring, as the master holds it.
+#[derive(Debug)]
+struct ChildRing {
+    generation: u32,
+    /// Set by `register_child`; until then the ring is not read.
+    pid: Option<i32>,
+    mapping: Mapping,
+    consumer: Consumer,
+}
+
+impl ChildRing {
+    /// The next item of this ring, writing the index back and waking a
+    /// producer waiting for room when due.
+    fn next(&mut self) -> Option<Item> {
+        let words = self.mapping.words();
+        let item = self.consumer.next(words);
+        if item.is_none() {
+            self.consumer.flush(words);
+        }
+        if self.consumer.take_wake() {
+            sys::futex_wake(&words[TAIL], 1);
+        }
+        item
+    }
+}
+
+/// The master's end of a [`crate::Memfd`] channel.
+///
+/// It is pollable through its doorbell (an eventfd): readable whenever an
+/// update is pending. Dropping it closes the channel: the death word says
+/// so at once (every child's next `notify` returns `Disconnected` without a
+/// system call), blocked children are woken, and the lifeline fires.
+#[derive(Debug)]
+pub struct MemfdSource {
+    doorbell: OwnedFd,
+    control: ControlArea,
+    barrier: Barrier,
+    /// The lifeline: children get the read end; the write end is only here.
+    lifeline_read: OwnedFd,
+    /// Never written: it only has to close when the source drops.
+    _lifeline_write: OwnedFd,
+    rings: Vec<ChildRing>,
+    cursor: usize,
+    streak: u32,
+    wake: Wake,
+    /// Awake, and the last `try_recv` found nothing: the next empty one
+    /// puts the master to sleep.
+    idle: bool,
+    /// Items taken from rings of reaped children, delivered first.
+    pending: VecDeque<Received>,
+}
+
+impl MemfdSource {
+    /// Opens a channel: control area, doorbell and lifeline.
+    pub(crate) fn open() -> io::Result<MemfdSource> {
+        let barrier = if sys::membarrier_global_expedited_available() { Barrier::Membarrier } else { Barrier::Fence };
+        let control = ControlArea::new(|words, watch_tid| {
+            // Asleep from the start: children ring until the master first
+            // finds something, so updates sent before it ever polls wake it.
+            words[ASLEEP].store(1, Ordering::Relaxed);
+            words[FENCE].store(u32::from(barrier == Barrier::Membarrier), Ordering::Relaxed);
+            words[ARMED].store(u32::from(watch_tid.is_some()), Ordering::Relaxed);
+            words[LIFE].store(watch_tid.unwrap_or(0), Ordering::Release);
+        })?;
+        let (lifeline_read, lifeline_write) = sys::pipe()?;
+        Ok(MemfdSource {
+            doorbell: sys::eventfd()?,
+            control,
+            barrier,
+            lifeline_read,
+            _lifeline_write: lifeline_write,
+            rings: Vec::new(),
+            cursor: 0,
+            streak: 0,
+            wake: Wake::Asleep,
+            idle: false,
+            pending: VecDeque::new(),
+        })
+    }
+
+    /// Whether a child's `notify` can learn that this master died without a
+    /// system call (the kernel marks the death word through a robust futex
+    /// list); when not, children look at their lifeline on every notify.
+    #[must_use]
+    pub fn death_word_armed(&self) -> bool {
+        self.control.words()[ARMED].load(Ordering::Relaxed) != 0
+    }
+
+    /// How many registered children say they are blocked on a full ring
+    /// right now (their own `waiting` flag: a claim, for diagnostics).
+    #[must_use]
+    pub fn blocked_children(&self) -> usize {
+        self.rings
+            .iter()
+            .filter(|r| r.pid.is_some() && r.mapping.words()[ring::WAITING].load(Ordering::Relaxed) != 0)
+            .count()
+    }
+
+    /// How many children's rings are open.
+    #[must_use]
+    pub fn rings(&self) -> usize {
+        self.rings.len()
+    }
+
+    /// Makes a new ring for the child about to be spawned with
+    /// `generation`: (ring memfd, control memfd, doorbell, lifeline), each a
+    /// new close-on-exec descriptor.
+    pub(crate) fn new_child(&mut self, generation: u32) -> io::Result<[OwnedFd; 4]> {
+        let consumer = Consumer::new(RING_SLOTS);
+        let len = ring::ring_words(RING_SLOTS) * 4;
+        let fd = sys::memfd(c"master-proto-memfd-ring", len)?;
+        sys::seal(fd.as_fd(), false)?;
+        let mapping = Mapping::shared(fd.as_fd(), len, true)?;
+        consumer.init(mapping.words());
+        let fds =
+            [fd, self.control.fd().try_clone_to_owned()?, self.doorbell.try_clone()?, self.lifeline_read.try_clone()?];
+        // Only once nothing can fail any more: no ring without a child end.
+        self.rings.push(ChildRing { generation, pid: None, mapping, consumer });
+        Ok(fds)
+    }
+
+    /// Binds the ring made for `generation` to the child's pid, and rings
+    /// the doorbell so that anything it published already is read. Should
+    /// several rings wait under one generation, the oldest is bound first
+    /// (rings are bound in the order they were made).
+    pub(crate) fn register(&mut self, generation: u32, pid: i32) {
+        if let Some(ring) = self.rings.iter_mut().find(|r| r.generation == generation && r.pid.is_none()) {
+            ring.pid = Some(pid);
+            // A failed ring (impossible for a valid eventfd) only delays the
+            // ring's first read until the next wake-up.
+            let _ = sys::ring_bell(self.doorbell.as_fd());
+        }
+    }
+
+    /// Drains and unmaps the ring of the reaped child `pid`; what it held
+    /// is delivered before anything else, and a record it died writing is
+    /// reported as [`Malformed::Torn`].
+    pub(crate) fn forget(&mut self, pid: i32) {
+        while let Some(at) = self.rings.iter().position(|r| r.pid == Some(pid)) {
+            let mut ring = self.rings.swap_remove(at);
+            for _ in 0..ring.consumer.capacity() + 1 {
+                match ring.next() {
+                    Some(item) => self.pending.push_back(received(item, pid)),
+                    None => break,
+                }
+            }
+            if ring.consumer.unfinished(ring.mapping.words()) {
+                self.pending.push_back(Received::Malformed(Malformed::Torn));
+            }
+            self.cursor = 0;
+            self.streak = 0;
+        }
+        if !self.pending.is_empty() {
+            let _ = sys::ring_bell(self.doorbell.as_fd());
+        }
+    }
+
+    /// One item from the rings, round robin, or `None` if all are empty.
+    fn scan(&mut self) -> Option<Received> {
+        let n = self.rings.len();
+        for k in 0..n {
+            let at = (self.cursor + k) % n;
+            let ring = &mut self.rings[at];
+            let Some(pid) = ring.pid else { continue };
+            if let Some(item) = ring.next() {
+                if at == self.cursor {
+                    self.streak += 1;
+                } else {
+                    self.cursor = at;
+                    self.streak = 1;
+                }
+                if self.streak >= STREAK {
+                    self.cursor = (at + 1) % n;
+                    self.streak = 0;
+                }
+                return Some(received(item, pid));
+            }
+        }
+        None
+    }
+
+    /// Nothing was pending: reset the doorbell, declare the master asleep,
+    /// and look once more (no lost wake-up: a child that published before
+    /// the barrier is seen now, one that publishes after it rings).
+    fn go_to_sleep(&mut self) -> Result<Option<Received>, RecvError> {
+        sys::drain_bell(self.doorbell.as_fd()).map_err(RecvError::Io)?;
+        if self.wake == Wake::Awake {
+            let barrier = self.barrier;
+            let mut failed = None;
+            ring::declare_asleep(self.control.words(), || match barrier {
+                Barrier::Membarrier => failed = sys::membarrier_global().err(),
+                Barrier::Fence => ring::fence(Ordering::SeqCst),
+            });
+            if let Some(errno) = failed {
+                return Err(RecvError::Io(errno));
+            }
+        }
+        self.wake = Wake::Asleep;
+        let found = self.scan();
+        if found.is_some() {
+            // More may be pending that nobody rang for: stay readable. (A
+            // valid eventfd's write cannot fail; were it to, the record in
+            // hand is still returned, never dropped for an error.)
+            let _ = sys::ring_bell(self.doorbell.as_fd());
+        }
+        Ok(found)
+    }
+}
+
+fn received(item: Item, pid: i32) -> Received {
+    match item {
+        Item::Update(update) => Received::Update { update, sender: Sender::Channel(pid) },
+        Item::Malformed(m) => Received::Malformed(m),
+    }
+}
+
+impl AsFd for MemfdSource {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.doorbell.as_fd()
+    }
+}
+
+impl StatusSource for MemfdSource {
+    fn try_recv(&mut self) -> Result<Option<Received>, RecvError> {
+        if let Some(item) = self.pending.pop_front() {
+            return Ok(Some(item));
+        }
+        match self.scan() {
+            Some(item) => {
+                self.idle = false;
+                match self.wake {
+                    Wake::Awake => {}
+                    // Return the first record at once; children keep ringing
+                    // meanwhile, which keeps the doorbell readable.
+                    Wake::Asleep => self.wake = Wake::Waking,
+                    // Keep the doorbell readable, then stop the children
+                    // ringing. Should the eventfd write fail (it cannot for
+                    // a valid eventfd), stay as is: children keep ringing,
+                    // and the record in hand is not lost.
+                    Wake::Waking => {
+                        if sys::ring_bell(self.doorbell.as_fd()).is_ok() {
+                            ring::declare_awake(self.control.words());
+                            self.wake = Wake::Awake;
+                        }
+                    }
+                }
+                Ok(Some(item))
+            }
+            // Awake and finding nothing for the first time: stay awake, so
+            // that a child producing steadily a little slower than the
+            // master does not ring for every update. The doorbell is
+            // readable while awake, so a master that polls now comes
+            // straight back, and its next empty look puts it to sleep.
+            None if self.wake == Wake::Awake && !self.idle => {
+                self.idle = true;
+                Ok(None)
+            }
+            None => {
+                self.idle = false;
+                self.go_to_sleep()
+            }
+        }
+    }
+}
+
+impl Drop for MemfdSource {
+    fn drop(&mut self) {
+        // Off the death watch's list first, then say "gone" ourselves.
+        self.control.unlink();
+        let life = &self.control.words()[LIFE];
+        life.store(life.load(Ordering::Relaxed) | GONE, Ordering::Release);
+        ring::fence(Ordering::SeqCst);
+        for ring in &self.rings {
+            let tail: &AtomicU32 = &ring.mapping.words()[TAIL];
+            sys::futex_wake(tail, i32::MAX);
+        }
+        // The lifeline's write end closes when the fields drop.
+    }
+}
