@@ -303,7 +303,14 @@ impl Kid {
             match lines.recv_timeout(left) {
                 Ok(line) if line.starts_with(prefix) => return line,
                 Ok(_) => {}
-                Err(e) => panic!("waited {WAIT:?} for a line {prefix:?} from child {}: {e}", self.pid),
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("waited {WAIT:?} for a line {prefix:?} from child {}", self.pid)
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => panic!(
+                    "awaiting a line {prefix:?} from child {}: its stdout closed first (it, and whoever shared its \
+                     stdout, exited)",
+                    self.pid
+                ),
             }
         }
     }
@@ -325,6 +332,12 @@ impl Kid {
             self.reaped = self.child.try_wait().expect("try_wait");
         }
         self.reaped
+    }
+
+    /// How the child ended, if it has exited otherwise than with code 0;
+    /// never waits.
+    pub fn failed(&mut self) -> Option<ExitStatus> {
+        self.try_reap().filter(|status| !status.success())
     }
 
     /// Waits at most [`WAIT`] for the child to exit and reaps it.
@@ -488,6 +501,13 @@ pub fn wait_readable(fd: BorrowedFd<'_>, deadline: Instant) -> bool {
 #[must_use]
 pub fn readable_now(fd: BorrowedFd<'_>) -> bool {
     wait_readable(fd, Instant::now())
+}
+
+/// Pauses for `how_long` inside `poll(2)` on no descriptor: for a master
+/// that reads slowly on purpose (the storm keeps children blocked that
+/// way), never to await a condition.
+pub fn pause(how_long: Duration) {
+    let _ = poll(&mut [], poll_timeout(how_long));
 }
 
 /// Checks `done` until it holds or `deadline` passes, pausing briefly
@@ -884,16 +904,15 @@ impl Storm {
         let thread = {
             let (stop, targets) = (Arc::clone(&stop), Arc::clone(&targets));
             std::thread::spawn(move || {
-                let (mut to_children, mut to_master, mut next) = (0usize, 0usize, 0usize);
+                let (mut to_children, mut to_master) = (0usize, 0usize);
                 while !stop.load(Ordering::Relaxed) {
                     {
                         // The lock is held while signalling, so a child
                         // removed (before being reaped) is never signalled
                         // after: its pid cannot have been reused.
                         let targets = targets.lock().expect("storm targets");
-                        if !targets.is_empty() {
-                            next = (next + 1) % targets.len();
-                            if nix::sys::signal::kill(Pid::from_raw(targets[next]), Signal::SIGUSR1).is_ok() {
+                        for &pid in targets.iter() {
+                            if nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGUSR1).is_ok() {
                                 to_children += 1;
                             }
                         }

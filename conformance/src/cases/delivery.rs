@@ -9,7 +9,7 @@ use master_proto::{BackPressure, Delivery, NotifyError, Received, Status, Status
 
 use super::{Share, expected_sender, open_config};
 use crate::harness::{
-    Bound, Ctx, Kid, Script, Spawn, Storm, Tracker, WAIT, asleep_in_syscall, child_sink, drain, exit_of, fail,
+    Bound, Ctx, Kid, Script, Spawn, Storm, Tracker, WAIT, asleep_in_syscall, child_sink, drain, exit_of, fail, pause,
     poll_until, raise_nofile_limit, say, storm_target, update_of, wait_readable,
 };
 use crate::hostile::Hostile;
@@ -104,6 +104,11 @@ fn updater_script(count: i32) -> std::rc::Rc<Script> {
     Script::sequence(2, count, &[Status::TAKEN.0])
 }
 
+/// How many items the master takes between two pauses during a storm.
+const STORM_SLICE: usize = 128;
+/// The master's pause between two slices during a storm.
+const STORM_PAUSE: Duration = Duration::from_millis(1);
+
 /// `children` children send `per_child` sequence numbers and TAKEN; with
 /// `storm`, under a storm of `SIGUSR1` at them and at the master.
 pub(crate) fn whole_updates<T: Hostile + Default>(ctx: &Ctx, children: usize, per_child: i32, storm: bool) {
@@ -140,9 +145,25 @@ pub(crate) fn whole_updates<T: Hostile + Default>(ctx: &Ctx, children: usize, pe
     let total = children * script.len();
     let bound = Bound::new(WAIT, Duration::from_millis(50));
     loop {
-        drain(&mut source, |item| take(item, &mut master, &mut tracker));
+        if storm.is_some() {
+            // Read slowly, a slice at a time, so that the children spend
+            // the storm blocked in notify on a full channel, where a signal
+            // makes the write fail with EINTR.
+            for _ in 0..STORM_SLICE {
+                match source.try_recv().expect("read the channel") {
+                    Some(item) => take(item, &mut master, &mut tracker),
+                    None => break,
+                }
+            }
+            pause(STORM_PAUSE);
+        } else {
+            drain(&mut source, |item| take(item, &mut master, &mut tracker));
+        }
         if tracker.all_complete() {
             break;
+        }
+        if let Some((pid, status)) = kids.iter_mut().find_map(|kid| kid.failed().map(|s| (kid.pid(), s))) {
+            panic!("child {pid} ended with {status} before its updates arrived");
         }
         bound.wait(&source, || format!("{total} updates from {children} children ({})", tracker.incomplete()));
     }
