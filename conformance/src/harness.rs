@@ -42,6 +42,9 @@ pub const ARG_VAR: &str = "MASTER_PROTO_CONFORMANCE_ARG";
 /// only matters when a case fails.
 pub const WAIT: Duration = Duration::from_secs(45);
 
+/// The longest a child role lives: past this, `SIGALRM` ends it.
+pub const CHILD_LIFETIME: Duration = Duration::from_secs(150);
+
 /// Exit code of a child role whose check failed (it says why on stderr).
 pub const CHILD_FAILED: i32 = 70;
 
@@ -77,9 +80,18 @@ impl Ctx {
     }
 
     /// The role this process plays, if it is a re-executed child.
+    ///
+    /// A child that asks also arms an alarm ([`CHILD_LIFETIME`]): whatever
+    /// a broken transport does to it, and even when its master was killed
+    /// and nobody waits for it, it does not outlive the case by much.
     #[must_use]
     pub fn role(&self) -> Option<String> {
-        std::env::var(ROLE_VAR).ok()
+        let role = std::env::var(ROLE_VAR).ok();
+        if role.is_some() {
+            let secs = u32::try_from(CHILD_LIFETIME.as_secs()).unwrap_or(u32::MAX);
+            let _ = nix::unistd::alarm::set(secs);
+        }
+        role
     }
 
     /// The parameter of this process's role, if any.
