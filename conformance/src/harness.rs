@@ -237,7 +237,7 @@ impl<'a> Spawn<'a> {
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn a child in role {:?}: {e}", self.role));
         let pid = i32::try_from(child.id()).expect("a pid fits an i32");
         let stdin = child.stdin.take();
-        let lines = child.stdout.take().map(|out| line_reader(out, pid));
+        let lines = child.stdout.take().map(line_reader);
         (Kid { child, pid, stdin, lines, reaped: None }, aux)
     }
 }
@@ -254,8 +254,8 @@ fn unix_listener() -> UnixListener {
     listener
 }
 
-/// Reads lines from `out` on a thread of its own, tagged with `pid`.
-fn line_reader(out: impl Read + Send + 'static, pid: i32) -> mpsc::Receiver<String> {
+/// Reads lines from `out` on a thread of its own.
+fn line_reader(out: impl Read + Send + 'static) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(out).lines().map_while(Result::ok) {
@@ -263,7 +263,6 @@ fn line_reader(out: impl Read + Send + 'static, pid: i32) -> mpsc::Receiver<Stri
                 return;
             }
         }
-        let _ = pid;
     });
     rx
 }
@@ -410,7 +409,7 @@ pub fn spawn_plain(ctx: &Ctx, role: &str, arg: impl fmt::Display) -> Kid {
     cmd.env(ARG_VAR, arg.to_string()).stdout(Stdio::piped());
     let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn role {role:?}: {e}"));
     let pid = i32::try_from(child.id()).expect("a pid fits an i32");
-    let lines = child.stdout.take().map(|out| line_reader(out, pid));
+    let lines = child.stdout.take().map(line_reader);
     Kid { child, pid, stdin: None, lines, reaped: None }
 }
 
@@ -582,12 +581,6 @@ impl Bound {
         let now = Instant::now();
         assert!(now < self.deadline, "waited {:?} for {}", self.bound, what());
         let _ = wait_readable(source.as_fd(), self.deadline.min(now + self.tick));
-    }
-
-    /// Whether the phase's deadline has passed.
-    #[must_use]
-    pub fn passed(&self) -> bool {
-        Instant::now() >= self.deadline
     }
 }
 
@@ -908,7 +901,6 @@ impl Storm {
     pub fn start() -> Storm {
         static INSTALLED: OnceLock<()> = OnceLock::new();
         INSTALLED.get_or_init(|| sys::install_storm_handler().expect("install the SIGUSR1 handler"));
-        let caught_before = sys::storm_caught();
         let master_pid = i32::try_from(std::process::id()).expect("pid");
         let master_tid = nix::unistd::gettid().as_raw();
         let stop = Arc::new(AtomicBool::new(false));
@@ -937,7 +929,6 @@ impl Storm {
                 (to_children, to_master)
             })
         };
-        let _ = caught_before;
         Storm { stop, targets, thread: Some(thread) }
     }
 
@@ -1000,9 +991,4 @@ pub fn shares_open_file(child: i32, child_fd: i32, fd: BorrowedFd<'_>) -> nix::R
     use std::os::fd::AsRawFd;
     let me = i32::try_from(std::process::id()).expect("pid");
     sys::same_open_file(me, fd.as_raw_fd(), child, child_fd)
-}
-
-/// The descriptor of a source, for cases that compare it.
-pub fn source_fd<S: AsFd>(source: &S) -> BorrowedFd<'_> {
-    source.as_fd()
 }

@@ -12,8 +12,7 @@ use master_proto::{ChildEnd, Framing, Identity, Malformed, Received, Status, Sta
 use super::delivery::{back_pressure, pressure_role};
 use super::{Share, expected_sender, open_config};
 use crate::harness::{
-    Bound, Ctx, Script, Spawn, Tracker, WAIT, await_poke, child_env, child_sink, drain, fail, receive, update_of,
-    wait_readable,
+    Bound, Ctx, Script, Spawn, Tracker, WAIT, await_poke, child_env, child_sink, drain, fail, receive, wait_readable,
 };
 use crate::hostile::Hostile;
 
@@ -188,5 +187,4 @@ pub fn declared_capabilities_are_honest<T: Hostile + Default>(ctx: &Ctx, share: 
         assert_eq!(bytes, want, "postfix_wire: Postfix's MASTER_STATUS records, byte for byte");
         kid.expect_success("a child on a plain Postfix channel");
     }
-    let _ = update_of;
 }
