@@ -544,6 +544,24 @@ pub fn drain<S: StatusSource>(source: &mut S, each: impl FnMut(Received)) {
     source.drain(each).unwrap_or_else(|e| panic!("reading the status channel: {e}"));
 }
 
+/// Hands at most `max` pending items of `source` to `each`; returns how
+/// many. For a master that must look at other things between reads while
+/// children keep the channel full.
+///
+/// # Panics
+///
+/// If the source fails.
+pub fn drain_some<S: StatusSource>(source: &mut S, max: usize, mut each: impl FnMut(Received)) -> usize {
+    for n in 0..max {
+        match source.try_recv() {
+            Ok(Some(item)) => each(item),
+            Ok(None) => return n,
+            Err(e) => panic!("reading the status channel: {e}"),
+        }
+    }
+    max
+}
+
 /// A bound on one phase of a case, and the sleep between two looks at the
 /// channel:
 ///

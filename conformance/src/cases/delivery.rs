@@ -9,8 +9,8 @@ use master_proto::{BackPressure, Delivery, NotifyError, Received, Status, Status
 
 use super::{Share, expected_sender, open_config};
 use crate::harness::{
-    Bound, Ctx, Kid, Script, Spawn, Storm, Tracker, WAIT, asleep_in_syscall, child_sink, drain, exit_of, fail, pause,
-    poll_until, raise_nofile_limit, say, storm_target, update_of, wait_readable,
+    Bound, Ctx, Kid, Script, Spawn, Storm, Tracker, WAIT, asleep_in_syscall, child_sink, drain, drain_some, exit_of,
+    fail, pause, poll_until, raise_nofile_limit, say, storm_target, update_of, wait_readable,
 };
 use crate::hostile::Hostile;
 
@@ -149,12 +149,7 @@ pub(crate) fn whole_updates<T: Hostile + Default>(ctx: &Ctx, children: usize, pe
             // Read slowly, a slice at a time, so that the children spend
             // the storm blocked in notify on a full channel, where a signal
             // makes the write fail with EINTR.
-            for _ in 0..STORM_SLICE {
-                match source.try_recv().expect("read the channel") {
-                    Some(item) => take(item, &mut master, &mut tracker),
-                    None => break,
-                }
-            }
+            drain_some(&mut source, STORM_SLICE, |item| take(item, &mut master, &mut tracker));
             pause(STORM_PAUSE);
         } else {
             drain(&mut source, |item| take(item, &mut master, &mut tracker));

@@ -7,7 +7,7 @@ use std::time::Instant;
 use master_proto::{BackPressure, NotifyError, Received, Status, StatusSink};
 
 use crate::harness::{
-    Bound, Ctx, Kid, Script, Spawn, Tracker, WAIT, asleep_in_syscall, child_sink, drain, fail, poll_until,
+    Bound, Ctx, Kid, Script, Spawn, Tracker, WAIT, asleep_in_syscall, child_sink, drain_some, fail, poll_until,
     readable_now, say, sigpipe, spawn_plain, update_of, wait_readable,
 };
 use crate::hostile::Hostile;
@@ -124,7 +124,7 @@ fn close<T: Hostile + Default>(ctx: &Ctx, dfl: bool) {
     // read along but not checked here.
     let bound = Bound::new(WAIT, WAIT);
     loop {
-        drain(&mut source, |item| {
+        drain_some(&mut source, 512, |item| {
             let update = update_of(item, "close");
             if tracker.tracks(update.pid) {
                 tracker.take(&update).unwrap_or_else(|e| panic!("{e}"));
@@ -171,7 +171,7 @@ fn master_role<T: Hostile + Default>(ctx: &Ctx, dfl: bool) -> ! {
     let mut heard = BTreeSet::new();
     let bound = Bound::new(WAIT, WAIT);
     loop {
-        drain(&mut source, |item| {
+        drain_some(&mut source, 512, |item| {
             if let Received::Update { update, .. } = item {
                 heard.insert(update.pid);
             }

@@ -12,8 +12,8 @@ use master_proto::{
 
 use super::{expected_sender, open_config};
 use crate::harness::{
-    Bound, Ctx, Kid, Rng, Script, Spawn, Tracker, WAIT, await_poke, child_env, child_sink, drain, exit_of, fail,
-    receive, say, update_of, wait_readable,
+    Bound, Ctx, Kid, Rng, Script, Spawn, Tracker, WAIT, await_poke, child_env, child_sink, drain, drain_some, exit_of,
+    fail, receive, say, update_of, wait_readable,
 };
 use crate::hostile::Hostile;
 
@@ -86,7 +86,9 @@ pub fn child_killed_mid_notify<T: Hostile + Default>(ctx: &Ctx) {
             alive.push((kid, rng.below(64)));
             spawned += 1;
         }
-        source.drain(|item| take(item, &mut master, &mut tracker)).expect("read the channel");
+        // A slice at a time: hammering victims keep the channel full, and
+        // the kills must happen between reads.
+        drain_some(&mut source, 512, |item| take(item, &mut master, &mut tracker));
         let mut i = 0;
         while i < alive.len() {
             if tracker.position(alive[i].0.pid()) >= alive[i].1 {
