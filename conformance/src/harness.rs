@@ -514,13 +514,6 @@ pub fn readable_now(fd: BorrowedFd<'_>) -> bool {
     wait_readable(fd, Instant::now())
 }
 
-/// Pauses for `how_long` inside `poll(2)` on no descriptor: for a master
-/// that reads slowly on purpose (the storm keeps children blocked that
-/// way), never to await a condition.
-pub fn pause(how_long: Duration) {
-    let _ = poll(&mut [], poll_timeout(how_long));
-}
-
 /// Checks `done` until it holds or `deadline` passes, pausing briefly
 /// (inside `poll(2)`) between checks; returns whether it held.
 pub fn poll_until(deadline: Instant, mut done: impl FnMut() -> bool) -> bool {

@@ -10,7 +10,7 @@ use master_proto::{BackPressure, Delivery, NotifyError, Received, Status, Status
 use super::{Share, expected_sender, open_config};
 use crate::harness::{
     Bound, Ctx, Kid, Script, Spawn, Storm, Tracker, WAIT, asleep_in_syscall, child_sink, drain, drain_some, exit_of,
-    fail, pause, poll_until, raise_nofile_limit, say, storm_target, update_of, wait_readable,
+    fail, poll_until, raise_nofile_limit, say, storm_target, update_of, wait_readable,
 };
 use crate::hostile::Hostile;
 
@@ -106,8 +106,8 @@ fn updater_script(count: i32) -> std::rc::Rc<Script> {
 
 /// How many items the master takes between two pauses during a storm.
 const STORM_SLICE: usize = 128;
-/// The master's pause between two slices during a storm.
-const STORM_PAUSE: Duration = Duration::from_millis(1);
+/// The longest pause of the master between two slices during a storm.
+const STORM_PAUSE: Duration = Duration::from_millis(5);
 
 /// `children` children send `per_child` sequence numbers and TAKEN; with
 /// `storm`, under a storm of `SIGUSR1` at them and at the master.
@@ -150,7 +150,10 @@ pub(crate) fn whole_updates<T: Hostile + Default>(ctx: &Ctx, children: usize, pe
             // the storm blocked in notify on a full channel, where a signal
             // makes the write fail with EINTR.
             drain_some(&mut source, STORM_SLICE, |item| take(item, &mut master, &mut tracker));
-            pause(STORM_PAUSE);
+            // Read on once some child is blocked in notify (the channel is
+            // full), or after a short while: the storm's signals land on
+            // blocked writes in between.
+            poll_until(Instant::now() + STORM_PAUSE, || kids.iter().any(|kid| asleep_in_syscall(kid.pid())));
         } else {
             drain(&mut source, |item| take(item, &mut master, &mut tracker));
         }
