@@ -1003,3 +1003,51 @@ pub fn shares_open_file(child: i32, child_fd: i32, fd: BorrowedFd<'_>) -> nix::R
     let me = i32::try_from(std::process::id()).expect("pid");
     sys::same_open_file(me, fd.as_raw_fd(), child, child_fd)
 }
+
+#[cfg(test)]
+mod tests {
+    use master_proto::{Delivery, Status, StatusUpdate};
+
+    use super::{Script, Tracker};
+
+    fn up(pid: i32, status: i32) -> StatusUpdate {
+        StatusUpdate { pid, generation: 7, status: Status(status) }
+    }
+
+    #[test]
+    fn scripts_index_their_values() {
+        let s = Script::sequence(2, 3, &[0, 1]);
+        assert_eq!(s.values().collect::<Vec<_>>(), vec![2, 3, 4, 0, 1]);
+        assert_eq!((s.len(), s.get(2), s.get(3), s.get(5)), (5, Some(4), Some(0), None));
+        assert_eq!((s.index(4), s.index(1), s.index(5)), (Some(2), Some(4), None));
+    }
+
+    #[test]
+    fn every_update_tracking_rejects_loss_duplication_and_disorder() {
+        let mut t = Tracker::new(Delivery::EveryUpdate);
+        t.add(10, 7, Script::sequence(2, 3, &[0]));
+        assert!(t.take(&up(10, 2)).is_ok());
+        assert!(t.take(&up(10, 2)).is_err(), "a duplicate");
+        assert!(t.take(&up(10, 4)).is_err(), "a gap");
+        assert!(t.take(&up(10, 3)).is_ok() && t.take(&up(10, 4)).is_ok());
+        assert!(!t.complete(10));
+        assert!(t.take(&up(10, 0)).is_ok());
+        assert!(t.complete(10) && t.all_complete());
+        assert!(t.take(&up(11, 2)).is_err(), "an unknown sender");
+        assert!(t.take(&StatusUpdate { generation: 8, ..up(10, 2) }).is_err(), "a wrong generation");
+    }
+
+    #[test]
+    fn latest_state_tracking_allows_gaps_but_never_staleness() {
+        let mut t = Tracker::new(Delivery::LatestState);
+        t.add(10, 7, Script::sequence(2, 5, &[]));
+        assert!(t.take(&up(10, 4)).is_ok());
+        assert!(t.take(&up(10, 4)).is_err(), "a repeat of the same record");
+        assert!(t.take(&up(10, 3)).is_err(), "stale after newer");
+        assert!(t.take(&up(10, 9)).is_err(), "never sent");
+        assert!(t.take(&up(10, 6)).is_ok() && t.complete(10));
+        let mut lossy = Tracker::lossy();
+        lossy.add(10, 7, Script::sequence(2, 5, &[]));
+        assert!(lossy.take(&up(10, 5)).is_ok() && !lossy.complete(10));
+    }
+}
