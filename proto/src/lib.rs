@@ -27,30 +27,31 @@
 //! 1. Every update a live child sends reaches the master whole: never torn,
 //!    never merged, never duplicated; in per-child order, or coalesced to each
 //!    child's latest state where the transport declares
-//!    [`Delivery::LatestState`]. *(round trip, whole updates in order)*
+//!    [`Delivery::LatestState`]. *(`round_trip`, `whole_updates_in_order`)*
 //! 2. Hundreds of children can share one service's channel at full speed.
-//!    *(fan-in at scale)*
+//!    *(`fan_in_at_scale`)*
 //! 3. Back-pressure is what the transport declares ([`BackPressure`]);
 //!    nothing is lost silently unless it coalesces by design.
-//!    *(back-pressure as declared)*
+//!    *(`back_pressure_as_declared`)*
 //! 4. Master gone, by orderly close or `SIGKILL`: the child's next
 //!    [`StatusSink::notify`] returns [`NotifyError::Disconnected`] and its
 //!    [`StatusSink::disconnect_fd`] becomes readable without sending. Never a
-//!    hang, never death by `SIGPIPE`. *(master close, master killed,
-//!    SIGPIPE at SIG_DFL)*
+//!    hang, never death by `SIGPIPE`. *(`master_close_disconnects`,
+//!    `master_killed_disconnects`, `sigpipe_default_never_kills`)*
 //! 5. A child killed at any instruction never wedges the channel for the
-//!    others nor corrupts the master. *(child killed mid-notify)*
+//!    others nor corrupts the master. *(`child_killed_mid_notify`)*
 //! 6. The master trusts nothing it receives: malformed, partial, forged or
-//!    hostile input is counted, reported and survived. *(hostile input)*
+//!    hostile input is counted, reported and survived. *(`hostile_input`)*
 //! 7. Wake-ups are never lost: the source's fd is readable whenever an update
-//!    is pending. *(no lost wake-up)*
+//!    is pending. *(`no_lost_wakeup`)*
 //! 8. fd hygiene: a child inherits exactly its standard fds; the master's
-//!    ends never leak. *(fd hygiene)*
+//!    ends never leak. *(`fd_hygiene`)*
 //! 9. `EINTR` is retried inside the transport; errors carry their cause.
-//!    *(EINTR)*
+//!    *(`eintr_storm`)*
 //! 10. Each transport declares its [`Caps`]: delivery, identity, framing,
-//!     back-pressure, Postfix wire compatibility. *(declared capabilities
-//!     are honest)*
+//!     back-pressure, Postfix wire compatibility. *(`declared_capabilities_are_honest`;
+//!     generations and reload: `generation_and_reload`; threads:
+//!     `threads_share_a_sink`)*
 //!
 //! # See also
 //!

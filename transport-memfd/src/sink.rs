@@ -147,10 +147,20 @@ impl MemfdSink {
         Producer::set_waiting(words, false);
         result
     }
-}
 
-impl StatusSink for MemfdSink {
-    fn notify(&self, status: Status) -> Result<(), NotifyError> {
+    /// Publishes a record whose every field the caller chose, exactly as
+    /// `notify` publishes its own.
+    ///
+    /// A child can write any pid and generation into its own ring; the
+    /// master names the sender by the ring anyway
+    /// ([`Sender::Channel`](master_proto::Sender::Channel)). This exists to
+    /// test a master against a child that lies; an honest child calls
+    /// `notify`.
+    ///
+    /// # Errors
+    ///
+    /// As [`StatusSink::notify`].
+    pub fn publish(&self, update: StatusUpdate) -> Result<(), NotifyError> {
         if self.master_gone()? {
             return Err(NotifyError::Disconnected);
         }
@@ -160,7 +170,7 @@ impl StatusSink for MemfdSink {
             if !producer.has_room(words) {
                 self.wait_for_room(words, &mut producer)?;
             }
-            producer.push(words, StatusUpdate { pid: self.pid, generation: self.generation, status });
+            producer.push(words, update);
         }
         // Publish, then look at the master's "asleep": a store then a load,
         // which needs a full barrier on one side. With membarrier the master
@@ -174,6 +184,12 @@ impl StatusSink for MemfdSink {
             sys::ring_bell(self.doorbell.as_fd()).map_err(NotifyError::Io)?;
         }
         Ok(())
+    }
+}
+
+impl StatusSink for MemfdSink {
+    fn notify(&self, status: Status) -> Result<(), NotifyError> {
+        self.publish(StatusUpdate { pid: self.pid, generation: self.generation, status })
     }
 
     fn disconnect_fd(&self) -> BorrowedFd<'_> {
