@@ -30,6 +30,8 @@
 
 #[cfg(feature = "pipe")]
 pub use master_proto_pipe::{Duplex, Pipe};
+#[cfg(all(feature = "unixsock", unix))]
+pub use master_proto_unixsock::{Dgram, SeqPacket};
 
 /// Expands `callback! { name => Type, ... }` over every transport built
 /// here. See the [module documentation](self).
@@ -61,7 +63,19 @@ macro_rules! __transports_pipe {
     ($callback:ident; $($list:tt)*) => { $crate::__transports_unixsock! { $callback; $($list)* } };
 }
 
-// The unixsock crate offers no transport yet: its feature adds nothing.
+#[cfg(all(feature = "unixsock", unix))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __transports_unixsock {
+    ($callback:ident; $($list:tt)*) => {
+        $crate::__transports_memfd! { $callback; $($list)*
+            dgram => $crate::transports::Dgram,
+            seqpacket => $crate::transports::SeqPacket,
+        }
+    };
+}
+
+#[cfg(not(all(feature = "unixsock", unix)))]
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __transports_unixsock {
