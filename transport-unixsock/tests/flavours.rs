@@ -732,6 +732,33 @@ fn hundreds_of_children_share_the_channel<T: Transport + Default>(me: &str) {
     }
 }
 
+/// The release-order race of a dying master, held still: the lifeline's
+/// write end is closed (the source is dropped) while the master's socket
+/// lives on in a duplicate, so the socket still takes datagrams. The child's
+/// disconnect fd fires, and its next notify must say `Disconnected` rather
+/// than send into a socket nobody will read.
+fn lifeline_wins_over_a_live_socket(me: &str) {
+    if role().is_some() {
+        let sink = child_sink::<master_proto_unixsock::Dgram>();
+        sink.notify(Status::AVAIL).unwrap_or_else(|e| fail(1, e));
+        await_disconnect(&sink);
+    }
+    let t = master_proto_unixsock::Dgram;
+    let mut source = t.open().expect("open");
+    let mut child = spawn_child(&t, &mut source, me, "lifeline", 2, Stdio::null());
+    receive(&mut source, 1, "the child's AVAIL");
+    let socket = source.as_fd().try_clone_to_owned().expect("duplicate the master's socket");
+    drop(source);
+    let status = wait_exit(&mut child, "the child after the lifeline fired");
+    assert_eq!(status.code(), Some(0), "notify after the lifeline fired must be Disconnected, got {status}");
+    drop(socket);
+}
+
+#[test]
+fn dgram_lifeline_wins_over_a_live_socket() {
+    lifeline_wins_over_a_live_socket(&test_name(module_path!(), "dgram_lifeline_wins_over_a_live_socket"));
+}
+
 /// A child shuts the shared `SOCK_SEQPACKET` socket down: the source says
 /// `Closed` once and keeps saying so without reading.
 fn shutdown_by_a_child_is_reported_once(me: &str) {
