@@ -31,7 +31,9 @@
 #[cfg(feature = "pipe")]
 pub use master_proto_pipe::{Duplex, Pipe};
 #[cfg(all(feature = "unixsock", unix))]
-pub use master_proto_unixsock::{Dgram, SeqPacket};
+pub use master_proto_unixsock::Dgram;
+#[cfg(all(feature = "unixsock", any(target_os = "linux", target_os = "android")))]
+pub use master_proto_unixsock::SeqPacket;
 
 /// Expands `callback! { name => Type, ... }` over every transport built
 /// here. See the [module documentation](self).
@@ -63,7 +65,8 @@ macro_rules! __transports_pipe {
     ($callback:ident; $($list:tt)*) => { $crate::__transports_unixsock! { $callback; $($list)* } };
 }
 
-#[cfg(all(feature = "unixsock", unix))]
+// `seqpacket` gathers its per-child channels with epoll: Linux and Android.
+#[cfg(all(feature = "unixsock", any(target_os = "linux", target_os = "android")))]
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __transports_unixsock {
@@ -71,6 +74,17 @@ macro_rules! __transports_unixsock {
         $crate::__transports_memfd! { $callback; $($list)*
             dgram => $crate::transports::Dgram,
             seqpacket => $crate::transports::SeqPacket,
+        }
+    };
+}
+
+#[cfg(all(feature = "unixsock", unix, not(any(target_os = "linux", target_os = "android"))))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __transports_unixsock {
+    ($callback:ident; $($list:tt)*) => {
+        $crate::__transports_memfd! { $callback; $($list)*
+            dgram => $crate::transports::Dgram,
         }
     };
 }

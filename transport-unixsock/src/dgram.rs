@@ -73,12 +73,11 @@ impl Transport for Dgram {
         let (master, child) = open_pair(socket2::Type::DGRAM)?;
         // std makes both ends close-on-exec.
         let (life_r, life_w) = io::pipe()?;
-        Ok(PacketSource::new(master, child, Some((life_w.into(), life_r.into())), false))
+        Ok(PacketSource::new(master, child, (life_w.into(), life_r.into())))
     }
 
     fn child_end(&self, source: &mut PacketSource, _generation: u32) -> io::Result<ChildEnd> {
-        let (_, life_r) =
-            source.lifeline.as_ref().ok_or_else(|| io::Error::other("dgram channel without a lifeline"))?;
+        let (_, life_r) = &source.lifeline;
         Ok(ChildEnd {
             transport: Self::NAME,
             status: OwnedFd::from(source.child_status.try_clone()?),

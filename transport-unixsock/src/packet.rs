@@ -1,17 +1,16 @@
-//! The master's end and the child's end of a packet channel, shared by both
-//! flavours.
+//! The child's end of both flavours, and the master's end of the shared
+//! `dgram` channel.
 //!
-//! Both flavours are one `AF_UNIX` socketpair per service: the master reads
-//! one end, every child of the service sends on a duplicate of the other.
-//! The kernel keeps each `send(2)` one datagram (or one `SOCK_SEQPACKET`
-//! record), queued whole in the order sent, so a record is never torn,
-//! merged or misframed, whatever its neighbours send.
+//! A child sends each update as one `send(2)`, which the kernel keeps one
+//! datagram (or one `SOCK_SEQPACKET` record), queued whole in the order
+//! sent, so a record is never torn, merged or misframed, whatever its
+//! neighbours send.
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use master_proto::{
-    BackPressure, Caps, Delivery, Framing, Malformed, NotifyError, Received, RecvError, Status, StatusSink,
+    BackPressure, Caps, Delivery, Framing, Malformed, NotifyError, Received, RecvError, Sender, Status, StatusSink,
     StatusSource, StatusUpdate, WIRE_SIZE,
 };
 use nix::errno::Errno;
@@ -21,8 +20,9 @@ use socket2::Socket;
 use crate::sys::{self, Ready};
 
 /// What both flavours promise. Every update arrives, whole and in per-child
-/// order (one queue, one datagram per update); the kernel names the sender
-/// where it can (`SCM_CREDENTIALS`); a full channel blocks the sender until
+/// order (a child's updates share one queue, one datagram each); the kernel
+/// names the sender where it can (`SCM_CREDENTIALS`; `seqpacket` declares
+/// its private channels instead); a full channel blocks the sender until
 /// the master reads or goes; one `send` per update, so threads may share a
 /// sink.
 pub(crate) const PACKET_CAPS: Caps = Caps {
@@ -34,9 +34,8 @@ pub(crate) const PACKET_CAPS: Caps = Caps {
     thread_safe_sink: true,
 };
 
-/// Opens a socketpair of `ty` for one service: the master's end, with
-/// credentials passing on and non-blocking, and the end children get
-/// duplicates of. Both are close-on-exec.
+/// Opens a socketpair of `ty`: the master's end, with credentials passing on
+/// and non-blocking, and the children's end. Both are close-on-exec.
 pub(crate) fn open_pair(ty: socket2::Type) -> io::Result<(Socket, Socket)> {
     // socket2 creates both ends close-on-exec (SOCK_CLOEXEC where the
     // platform has it).
@@ -50,11 +49,11 @@ pub(crate) fn open_pair(ty: socket2::Type) -> io::Result<(Socket, Socket)> {
     Ok((master, child))
 }
 
-/// The master's end of a [`crate::Dgram`] or [`crate::SeqPacket`] channel.
+/// The master's end of a [`crate::Dgram`] channel.
 ///
 /// It holds the master's socket (non-blocking, with `SO_PASSCRED` on
-/// Linux), the child-side socket that each child's fd 5 duplicates, and for
-/// the datagram flavour the lifeline. All are close-on-exec, so none leaks
+/// Linux), the child-side socket that each child's fd 5 duplicates, and the
+/// lifeline. All are close-on-exec, so none leaks
 /// into a child. Dropping the source closes the channel: every child's next
 /// `notify` returns `Disconnected` and its disconnect fd fires. This is how
 /// a reload makes old children exit.
@@ -64,24 +63,13 @@ pub struct PacketSource {
     /// What children get at fd 5 (a duplicate per spawn).
     pub(crate) child_status: Socket,
     /// The lifeline: the write end, held only here and never written, and
-    /// the read end that children get a duplicate of. `None` for the
-    /// connection-based flavour, whose fd 5 itself reports the master's
-    /// exit.
-    pub(crate) lifeline: Option<(OwnedFd, OwnedFd)>,
-    /// Whether a zero-length read without credentials is the end of the
-    /// connection (`SOCK_SEQPACKET`) rather than an empty datagram.
-    connection: bool,
-    closed: bool,
+    /// the read end that children get a duplicate of.
+    pub(crate) lifeline: (OwnedFd, OwnedFd),
 }
 
 impl PacketSource {
-    pub(crate) fn new(
-        master: Socket,
-        child_status: Socket,
-        lifeline: Option<(OwnedFd, OwnedFd)>,
-        connection: bool,
-    ) -> PacketSource {
-        PacketSource { master, child_status, lifeline, connection, closed: false }
+    pub(crate) fn new(master: Socket, child_status: Socket, lifeline: (OwnedFd, OwnedFd)) -> PacketSource {
+        PacketSource { master, child_status, lifeline }
     }
 }
 
@@ -93,38 +81,33 @@ impl AsFd for PacketSource {
 
 impl StatusSource for PacketSource {
     fn try_recv(&mut self) -> Result<Option<Received>, RecvError> {
-        if self.closed {
-            return Err(RecvError::Closed);
-        }
-        let Some(msg) = sys::recv(self.master.as_fd()).map_err(RecvError::Io)? else {
-            return Ok(None);
-        };
-        if self.connection && msg.len == 0 && !msg.has_credentials {
-            // End of the connection, not an empty record (which carries its
-            // sender's credentials where the kernel passes them): the
-            // child-side socket was shut down for writing, by a child, since
-            // the source holds that socket itself and no close can end it.
-            // Nothing can arrive any more; say so once, then keep saying so
-            // without reading.
-            self.closed = true;
-            return Err(RecvError::Closed);
-        }
-        if msg.truncated || msg.len > WIRE_SIZE {
-            return Ok(Some(Received::Malformed(Malformed::Oversized(msg.len))));
-        }
-        let packet = msg.data.get(..msg.len).unwrap_or_default();
-        Ok(Some(match StatusUpdate::decode_packet(packet) {
-            Ok(update) => Received::Update { update, sender: msg.sender },
-            Err(malformed) => Received::Malformed(malformed),
+        // A datagram socket has no end: a read of nothing is an empty
+        // datagram.
+        let msg = sys::recv(self.master.as_fd()).map_err(RecvError::Io)?;
+        Ok(msg.map(|msg| {
+            let sender = msg.sender;
+            item(&msg, sender)
         }))
+    }
+}
+
+/// What one received message is: an update from `sender`, or malformed.
+pub(crate) fn item(msg: &sys::Message, sender: Sender) -> Received {
+    if msg.truncated || msg.len > WIRE_SIZE {
+        return Received::Malformed(Malformed::Oversized(msg.len));
+    }
+    match StatusUpdate::decode_packet(msg.data.get(..msg.len).unwrap_or_default()) {
+        Ok(update) => Received::Update { update, sender },
+        Err(malformed) => Received::Malformed(malformed),
     }
 }
 
 /// A child's end of a [`crate::Dgram`] or [`crate::SeqPacket`] channel.
 ///
 /// Each [`notify`](StatusSink::notify) is one `send(2)` of one 12-byte
-/// datagram with `MSG_NOSIGNAL`; the datagram flavour first looks at its
-/// lifeline (a zero-timeout `poll`).
+/// datagram with `MSG_NOSIGNAL`; the `dgram` flavour first looks at its
+/// lifeline (a zero-timeout `poll`). Its disconnect fd is the lifeline
+/// (`dgram`) or fd 5 itself (`seqpacket`).
 #[derive(Debug)]
 pub struct PacketSink {
     sock: Socket,

@@ -27,9 +27,10 @@ use std::time::{Duration, Instant};
 use common::{WAIT, pid_of, poll_until, wait_readable};
 use master_proto::master::{Config, Master, Outcome};
 use master_proto::{
-    BackPressure, ChildEnv, ChildFds, Framing, Identity, Malformed, NotifyError, Received, RecvError, Sender, Status,
-    StatusSink, StatusSource, StatusUpdate, Transport,
+    BackPressure, ChildEnv, ChildFds, Framing, Identity, Malformed, NotifyError, Received, Sender, Status, StatusSink,
+    StatusSource, StatusUpdate, Transport,
 };
+use master_proto_unixsock::SeqPacket;
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, kill, sigaction, signal};
 use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 use nix::unistd::Pid;
@@ -60,7 +61,7 @@ fn spawn_child<T: Transport>(
     generation: u32,
     stdout: Stdio,
 ) -> Child {
-    spawn_child_with(transport, source, test, role, generation, stdout, 0)
+    spawn_child_with(transport, source, test, role, generation, (Stdio::null(), stdout), 0)
 }
 
 /// As [`spawn_child`], passing `arg` to the role.
@@ -70,7 +71,7 @@ fn spawn_child_with<T: Transport>(
     test: &str,
     role: &str,
     generation: u32,
-    stdout: Stdio,
+    (stdin, stdout): (Stdio, Stdio),
     arg: i32,
 ) -> Child {
     let end = transport.child_end(source, generation).expect("make the child's end");
@@ -79,13 +80,25 @@ fn spawn_child_with<T: Transport>(
     cmd.args([test, "--exact", "--nocapture", "--test-threads=1", "-q"])
         .env(ROLE, role)
         .env(ARG, arg.to_string())
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(stdout);
     ChildFds::new(end, generation)
         .listen(OwnedFd::from(listener))
         .install(&mut cmd)
         .expect("install the standard environment");
-    cmd.spawn().expect("spawn the child")
+    let child = cmd.spawn().expect("spawn the child");
+    transport.register_child(source, generation, pid_of(&child));
+    child
+}
+
+/// The sender the transport vouches for when `pid` sends: the kernel's word
+/// or the child's private channel, as it declares.
+fn vouched<T: Transport + Default>(pid: i32) -> Sender {
+    match T::default().caps().identity {
+        Identity::KernelPid => Sender::KernelPid(pid),
+        Identity::PrivateChannel => Sender::Channel(pid),
+        Identity::Claimed => Sender::Claimed,
+    }
 }
 
 /// A listening Unix socket at a fresh path (removed at once: the socket
@@ -243,18 +256,18 @@ fn blocked_thread(pid: i32, blocked: impl Fn(i64, Option<&str>) -> bool) -> Opti
 
 // ---------------------------------------------------------------- cases
 
-/// The declared capabilities: packets, a kernel-verified pid, blocking.
+/// The declared capabilities: packets, a verified sender, blocking.
 fn declares_its_capabilities<T: Transport + Default>(_me: &str) {
     let caps = T::default().caps();
     assert_eq!(caps.framing, Framing::Packet);
-    assert_eq!(caps.identity, Identity::KernelPid);
+    assert_ne!(caps.identity, Identity::Claimed);
     assert_eq!(caps.back_pressure, BackPressure::Block);
     assert!(!caps.postfix_wire);
 }
 
 /// A child spawned through the standard environment sends TAKEN and AVAIL;
 /// they arrive with its real pid and generation, in order, each vouched for
-/// by the kernel with that pid.
+/// with that pid (by the kernel or by the child's channel).
 fn round_trip_with_verified_pid<T: Transport + Default>(me: &str) {
     if role().is_some() {
         let sink = child_sink::<T>();
@@ -269,7 +282,7 @@ fn round_trip_with_verified_pid<T: Transport + Default>(me: &str) {
     let mut child = spawn_child(&t, &mut source, me, "round-trip", generation, Stdio::null());
     let got = receive(&mut source, 2, "TAKEN and AVAIL from the child");
     let pid = pid_of(&child);
-    let verified = Sender::KernelPid(pid);
+    let verified = vouched::<T>(pid);
     assert_eq!(
         updates(&got),
         vec![(pid, generation, Status::TAKEN, verified), (pid, generation, Status::AVAIL, verified)]
@@ -279,7 +292,7 @@ fn round_trip_with_verified_pid<T: Transport + Default>(me: &str) {
 }
 
 /// A child sends a record claiming another child's pid and generation: the
-/// kernel names the real sender, and the sans-IO master rejects it as
+/// transport names the real sender, and the sans-IO master rejects it as
 /// `ForgedPid` without touching the victim's state, while both children's
 /// honest updates are accepted.
 fn forged_pid_is_rejected<T: Transport + Default>(me: &str) {
@@ -319,7 +332,8 @@ fn forged_pid_is_rejected<T: Transport + Default>(me: &str) {
     assert_eq!(got.iter().map(|item| master.receive(item)).collect::<Vec<_>>(), vec![Outcome::Taken]);
     let g_forger = master.begin_spawn(now).expect("begin spawn");
     assert_eq!(g_forger, g_victim + 1, "the forger computes the victim's generation from its own");
-    let mut forger = spawn_child_with(&t, &mut source, me, "forger", g_forger, Stdio::null(), victim_pid);
+    let mut forger =
+        spawn_child_with(&t, &mut source, me, "forger", g_forger, (Stdio::null(), Stdio::null()), victim_pid);
     let forger_pid = pid_of(&forger);
     master.spawned(forger_pid, g_forger).expect("register the forger");
     let got = receive(&mut source, 2, "the forgery and the forger's honest TAKEN");
@@ -373,7 +387,7 @@ fn malformed_packets_are_reported<T: Transport + Default>(me: &str) {
             Received::Malformed(Malformed::Short(5)),
             Received::Malformed(Malformed::Oversized(13)),
             Received::Malformed(Malformed::Oversized(4096)),
-            Received::Update { update, sender: Sender::KernelPid(pid) },
+            Received::Update { update, sender: vouched::<T>(pid) },
         ]
     );
     let status = wait_exit(&mut child, "the hostile child");
@@ -531,7 +545,7 @@ fn flood_blocks_then_delivers_everything<T: Transport + Default>(me: &str) {
     let got = receive(&mut source, total, "every flooded record");
     let mut next: HashMap<i32, i32> = children.iter().map(|c| (pid_of(c), 2)).collect();
     for (pid, generation, status, sender) in updates(&got) {
-        assert_eq!((generation, sender), (9, Sender::KernelPid(pid)));
+        assert_eq!((generation, sender), (9, vouched::<T>(pid)));
         let want = next.get_mut(&pid).unwrap_or_else(|| panic!("record from unknown pid {pid}"));
         assert_eq!(status, Status(*want), "child {pid}: out of order, lost or duplicated");
         *want += 1;
@@ -671,7 +685,7 @@ where
     let values: BTreeSet<i32> = updates(&got)
         .into_iter()
         .map(|(p, g, s, sender)| {
-            assert_eq!((p, g, sender), (pid, 5, Sender::KernelPid(pid)), "a record arrived torn");
+            assert_eq!((p, g, sender), (pid, 5, vouched::<T>(pid)), "a record arrived torn");
             s.0
         })
         .collect();
@@ -679,8 +693,9 @@ where
     assert!(wait_exit(&mut child, "the child").success());
 }
 
-/// Hundreds of children share one channel: each one's TAKEN and AVAIL reach
-/// the sans-IO master, vouched for with its own pid, and are accepted.
+/// Hundreds of children of one service at once: each one's TAKEN and AVAIL
+/// reach the sans-IO master, vouched for with its own pid, and are accepted;
+/// reaped children are forgotten.
 fn hundreds_of_children_share_the_channel<T: Transport + Default>(me: &str) {
     const CHILDREN: usize = 320;
     if role().is_some() {
@@ -695,6 +710,7 @@ fn hundreds_of_children_share_the_channel<T: Transport + Default>(me: &str) {
     let mut master = Master::new(Config { process_limit: 0, ..Config::default() });
     let mut children = Vec::with_capacity(CHILDREN);
     let mut items = Vec::new();
+    let mut reaped = Vec::new();
     for _ in 0..CHILDREN {
         let generation = master.begin_spawn(Instant::now()).expect("begin spawn");
         let child = spawn_child(&t, &mut source, me, "many", generation, Stdio::null());
@@ -707,6 +723,7 @@ fn hundreds_of_children_share_the_channel<T: Transport + Default>(me: &str) {
         children.retain_mut(|c| match c.try_wait().expect("try_wait") {
             Some(status) => {
                 assert!(status.success(), "a child failed: {status}");
+                reaped.push(pid_of(c));
                 false
             }
             None => true,
@@ -716,7 +733,7 @@ fn hundreds_of_children_share_the_channel<T: Transport + Default>(me: &str) {
     let mut taken = 0;
     for item in &items {
         let Received::Update { update, sender } = item else { panic!("malformed input {item:?}") };
-        assert_eq!(*sender, Sender::KernelPid(update.pid));
+        assert_eq!(*sender, vouched::<T>(update.pid));
         match master.receive(item) {
             Outcome::Taken => taken += 1,
             Outcome::Avail => {}
@@ -729,7 +746,13 @@ fn hundreds_of_children_share_the_channel<T: Transport + Default>(me: &str) {
     for child in &mut children {
         let status = wait_exit(child, "one of the many children");
         assert!(status.success(), "a child failed: {status}");
+        reaped.push(pid_of(child));
     }
+    assert_eq!(reaped.len(), CHILDREN);
+    for pid in reaped {
+        t.forget_child(&mut source, pid);
+    }
+    source.drain(|item| panic!("after every child was reaped: {item:?}")).expect("read the source");
 }
 
 /// The release-order race of a dying master, held still: the lifeline's
@@ -759,26 +782,87 @@ fn dgram_lifeline_wins_over_a_live_socket() {
     lifeline_wins_over_a_live_socket(&test_name(module_path!(), "dgram_lifeline_wins_over_a_live_socket"));
 }
 
-/// A child shuts the shared `SOCK_SEQPACKET` socket down: the source says
-/// `Closed` once and keeps saying so without reading.
-fn shutdown_by_a_child_is_reported_once(me: &str) {
-    if role().is_some() {
-        let fd5 = raw_fd5();
-        nix::sys::socket::shutdown(fd5.as_raw_fd(), nix::sys::socket::Shutdown::Write).unwrap_or_else(|e| fail(1, e));
-        std::process::exit(0);
+/// A child shuts its private `SOCK_SEQPACKET` channel down: that channel
+/// ends (the source drops it and is not left readable), and another
+/// child's update still arrives.
+fn shutdown_ends_only_that_channel(me: &str) {
+    match role().as_deref() {
+        Some("shutdown") => {
+            let fd5 = raw_fd5();
+            nix::sys::socket::shutdown(fd5.as_raw_fd(), nix::sys::socket::Shutdown::Write)
+                .unwrap_or_else(|e| fail(1, e));
+            // Stay alive, holding fd 5, until the master drops the channel.
+            if !wait_readable(fd5, Instant::now() + WAIT) {
+                fail(3, "the master kept the shut-down channel");
+            }
+            std::process::exit(0);
+        }
+        Some(_) => {
+            let sink = child_sink::<SeqPacket>();
+            sink.notify(Status::TAKEN).unwrap_or_else(|e| fail(1, e));
+            std::process::exit(0);
+        }
+        None => {}
     }
-    let t = master_proto_unixsock::SeqPacket;
+    let t = SeqPacket;
     let mut source = t.open().expect("open");
-    let mut child = spawn_child(&t, &mut source, me, "shutdown", 1, Stdio::null());
-    assert!(wait_exit(&mut child, "the child").success());
-    assert!(wait_readable(source.as_fd(), Instant::now() + WAIT), "waited {WAIT:?} for the end of the connection");
-    assert_eq!(source.try_recv(), Err(RecvError::Closed));
-    assert_eq!(source.try_recv(), Err(RecvError::Closed));
+    let mut hostile = spawn_child(&t, &mut source, me, "shutdown", 1, Stdio::null());
+    // The end of the hostile child's channel makes the source readable;
+    // reading it yields nothing and drops the channel, while the child
+    // still holds its end.
+    assert!(wait_readable(source.as_fd(), Instant::now() + WAIT), "waited {WAIT:?} for the end of the channel");
+    assert_eq!(source.try_recv(), Ok(None));
+    assert!(!wait_readable(source.as_fd(), Instant::now()), "an ended channel left the source readable");
+    let status = wait_exit(&mut hostile, "the child that shut its channel down");
+    assert_eq!(status.code(), Some(0), "its fd 5 must report the dropped channel, got {status}");
+    let mut honest = spawn_child(&t, &mut source, me, "honest", 2, Stdio::null());
+    let got = receive(&mut source, 1, "the honest child's TAKEN");
+    let pid = pid_of(&honest);
+    assert_eq!(updates(&got), vec![(pid, 2, Status::TAKEN, Sender::Channel(pid))]);
+    assert!(wait_exit(&mut honest, "the honest child").success());
 }
 
 #[test]
-fn seqpacket_shutdown_by_a_child_is_reported_once() {
-    shutdown_by_a_child_is_reported_once(&test_name(module_path!(), "seqpacket_shutdown_by_a_child_is_reported_once"));
+fn seqpacket_shutdown_ends_only_that_channel() {
+    shutdown_ends_only_that_channel(&test_name(module_path!(), "seqpacket_shutdown_ends_only_that_channel"));
+}
+
+/// `forget_child` drops that child's channel: the child's fd 5 fires and
+/// its next notify says `Disconnected`, while another child's channel
+/// carries on.
+fn forget_child_disconnects_it(me: &str) {
+    if let Some(role) = role() {
+        let sink = child_sink::<SeqPacket>();
+        sink.notify(Status::TAKEN).unwrap_or_else(|e| fail(1, e));
+        if role == "forgotten" {
+            await_disconnect(&sink);
+        }
+        // The kept child: once the test says so on stdin (after forgetting
+        // its sibling), its channel must still carry an update.
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).unwrap_or_else(|e| fail(1, e));
+        sink.notify(Status::AVAIL).unwrap_or_else(|e| fail(1, e));
+        std::process::exit(0);
+    }
+    let t = SeqPacket;
+    let mut source = t.open().expect("open");
+    let mut forgotten = spawn_child(&t, &mut source, me, "forgotten", 1, Stdio::null());
+    let mut kept = spawn_child_with(&t, &mut source, me, "kept", 2, (Stdio::piped(), Stdio::null()), 0);
+    let got = receive(&mut source, 2, "both children's TAKEN");
+    assert_eq!(got.len(), 2);
+    t.forget_child(&mut source, pid_of(&forgotten));
+    let status = wait_exit(&mut forgotten, "the forgotten child");
+    assert_eq!(status.code(), Some(0), "the forgotten child must see Disconnected, got {status}");
+    kept.stdin.take().expect("stdin").write_all(b"go\n").expect("tell the kept child to go on");
+    let got = receive(&mut source, 1, "the kept child's AVAIL");
+    let pid = pid_of(&kept);
+    assert_eq!(updates(&got), vec![(pid, 2, Status::AVAIL, Sender::Channel(pid))]);
+    assert!(wait_exit(&mut kept, "the kept child").success());
+}
+
+#[test]
+fn seqpacket_forget_child_disconnects_it() {
+    forget_child_disconnects_it(&test_name(module_path!(), "seqpacket_forget_child_disconnects_it"));
 }
 
 /// Instantiates the named cases as tests for one transport.
@@ -825,4 +909,4 @@ macro_rules! flavour {
 }
 
 flavour!(dgram, master_proto_unixsock::Dgram);
-flavour!(seqpacket, master_proto_unixsock::SeqPacket);
+flavour!(seqpacket, SeqPacket);
