@@ -140,6 +140,13 @@ impl Transport for SeqPacket {
 /// How many ready channels one `epoll_wait` reports at most.
 const EVENTS: usize = 64;
 
+/// How many records one channel yields in a round before the source moves
+/// on: a round is one `epoll_wait`, so a channel that became readable waits
+/// for at most this many records of each channel already in the round.
+/// (Level-triggered epoll returns channels still readable at the end of its
+/// ready list, so more than [`EVENTS`] ready channels take turns too.)
+const BURST: u8 = 8;
+
 /// The master's end of a [`SeqPacket`] channel: every child's private
 /// socket, behind one epoll descriptor.
 ///
@@ -154,9 +161,9 @@ pub struct ChannelSource {
     channels: HashMap<i32, Socket>,
     /// Master ends made for spawns not registered yet, by generation.
     pending: Vec<(u32, Socket)>,
-    /// Channels epoll reported readable and not yet drained, read in turn
-    /// one record at a time so that no child starves the others.
-    ready: VecDeque<i32>,
+    /// This round's channels, from one `epoll_wait`, with how many records
+    /// each may still yield in it, so that no child starves the others.
+    ready: VecDeque<(i32, u8)>,
 }
 
 impl ChannelSource {
@@ -217,7 +224,7 @@ impl AsFd for ChannelSource {
 impl StatusSource for ChannelSource {
     fn try_recv(&mut self) -> Result<Option<Received>, RecvError> {
         loop {
-            while let Some(&pid) = self.ready.front() {
+            while let Some(&mut (pid, ref mut burst)) = self.ready.front_mut() {
                 let Some(sock) = self.channels.get(&pid) else {
                     // Forgotten since epoll reported it.
                     self.ready.pop_front();
@@ -246,8 +253,10 @@ impl StatusSource for ChannelSource {
                     self.forget(pid);
                     continue;
                 }
-                // One record per turn: this channel goes to the back.
-                self.ready.rotate_left(1);
+                *burst = burst.saturating_sub(1);
+                if *burst == 0 {
+                    self.ready.pop_front();
+                }
                 return Ok(Some(item(&msg, Sender::Channel(pid))));
             }
             let mut events = [EpollEvent::empty(); EVENTS];
@@ -261,7 +270,7 @@ impl StatusSource for ChannelSource {
             if n == 0 {
                 return Ok(None);
             }
-            self.ready.extend(events.iter().take(n).filter_map(Self::pid_of));
+            self.ready.extend(events.iter().take(n).filter_map(Self::pid_of).map(|pid| (pid, BURST)));
         }
     }
 }

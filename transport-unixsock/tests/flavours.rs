@@ -120,12 +120,25 @@ fn receive<S: StatusSource>(source: &mut S, want: usize, what: &str) -> Vec<Rece
         if got.len() < want {
             assert!(
                 wait_readable(source.as_fd(), deadline),
-                "waited {WAIT:?} for {what}: got {} of {want} items: {got:?}",
-                got.len()
+                "waited {WAIT:?} for {what}: got {} of {want} items, the last: {:?}",
+                got.len(),
+                got.last()
             );
         }
     }
     got
+}
+
+/// Receives one item, polling the source's fd; panics with `what` if none
+/// arrives within the bound.
+fn next_item<S: StatusSource>(source: &mut S, what: &str) -> Received {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(item) = source.try_recv().expect("read the source") {
+            return item;
+        }
+        assert!(wait_readable(source.as_fd(), deadline), "waited {WAIT:?} for {what}");
+    }
 }
 
 /// Waits for a child to exit, at most the bound.
@@ -863,6 +876,57 @@ fn forget_child_disconnects_it(me: &str) {
 #[test]
 fn seqpacket_forget_child_disconnects_it() {
     forget_child_disconnects_it(&test_name(module_path!(), "seqpacket_forget_child_disconnects_it"));
+}
+
+/// A child flooding its private channel does not starve another: once the
+/// quiet child's update is queued, it is among the next few items read,
+/// not behind everything the flooder can send.
+fn flooder_does_not_starve_others(me: &str) {
+    const FLOOD: i32 = 5_000;
+    match role().as_deref() {
+        Some("flooder") => {
+            let sink = child_sink::<SeqPacket>();
+            for seq in 2..2 + FLOOD {
+                sink.notify(Status(seq)).unwrap_or_else(|e| fail(1, e));
+            }
+            std::process::exit(0);
+        }
+        Some(_) => {
+            let sink = child_sink::<SeqPacket>();
+            sink.notify(Status::TAKEN).unwrap_or_else(|e| fail(1, e));
+            std::process::exit(0);
+        }
+        None => {}
+    }
+    let t = SeqPacket;
+    let mut source = t.open().expect("open");
+    let mut flooder = spawn_child(&t, &mut source, me, "flooder", 1, Stdio::null());
+    assert!(
+        poll_until(Instant::now() + WAIT, || thread_blocked_sending_fd5(pid_of(&flooder)).is_some()),
+        "waited {WAIT:?} for the flooder to fill its channel"
+    );
+    // Its first record is read now, so that its channel is the one the
+    // source is busy with when the quiet child's update comes in.
+    let first = next_item(&mut source, "the flooder's first record");
+    assert_eq!(updates(&[first])[0].2, Status(2));
+    let mut quiet = spawn_child(&t, &mut source, me, "quiet", 2, Stdio::null());
+    assert!(wait_exit(&mut quiet, "the quiet child").success(), "the quiet child's update is queued");
+    let quiet_pid = pid_of(&quiet);
+    let mut before = 0;
+    while !matches!(next_item(&mut source, "the quiet child's update"), Received::Update { update, .. } if update.pid == quiet_pid)
+    {
+        before += 1;
+    }
+    // The source reads at most 8 records of a channel before it looks
+    // for other ready channels: at most the rest of one burst and one more.
+    assert!(before <= 16, "{before} of the flooder's records came before the quiet child's queued update");
+    receive(&mut source, usize::try_from(FLOOD - 1).expect("fits") - before, "the rest of the flood");
+    assert!(wait_exit(&mut flooder, "the flooder").success());
+}
+
+#[test]
+fn seqpacket_flooder_does_not_starve_others() {
+    flooder_does_not_starve_others(&test_name(module_path!(), "seqpacket_flooder_does_not_starve_others"));
 }
 
 /// Instantiates the named cases as tests for one transport.
