@@ -64,6 +64,17 @@ fn spawn_child<T: Transport>(
     spawn_child_with(transport, source, test, role, generation, (Stdio::null(), stdout), 0)
 }
 
+/// As [`spawn_child`], without telling the source the child's pid.
+fn spawn_unregistered<T: Transport>(
+    transport: &T,
+    source: &mut T::Source,
+    test: &str,
+    role: &str,
+    generation: u32,
+) -> Child {
+    spawn_child_with_registration(transport, source, test, role, generation, (Stdio::null(), Stdio::null()), 0, false)
+}
+
 /// As [`spawn_child`], passing `arg` to the role.
 fn spawn_child_with<T: Transport>(
     transport: &T,
@@ -71,8 +82,24 @@ fn spawn_child_with<T: Transport>(
     test: &str,
     role: &str,
     generation: u32,
+    stdio: (Stdio, Stdio),
+    arg: i32,
+) -> Child {
+    spawn_child_with_registration(transport, source, test, role, generation, stdio, arg, true)
+}
+
+/// Spawns a child as [`spawn_child_with`], registering its pid with the
+/// source only if `register`.
+#[allow(clippy::too_many_arguments, reason = "one spawn helper behind the short ones above")]
+fn spawn_child_with_registration<T: Transport>(
+    transport: &T,
+    source: &mut T::Source,
+    test: &str,
+    role: &str,
+    generation: u32,
     (stdin, stdout): (Stdio, Stdio),
     arg: i32,
+    register: bool,
 ) -> Child {
     let end = transport.child_end(source, generation).expect("make the child's end");
     let listener = unix_listener();
@@ -87,7 +114,9 @@ fn spawn_child_with<T: Transport>(
         .install(&mut cmd)
         .expect("install the standard environment");
     let child = cmd.spawn().expect("spawn the child");
-    transport.register_child(source, generation, pid_of(&child));
+    if register {
+        transport.register_child(source, generation, pid_of(&child));
+    }
     child
 }
 
@@ -927,6 +956,37 @@ fn flooder_does_not_starve_others(me: &str) {
 #[test]
 fn seqpacket_flooder_does_not_starve_others() {
     flooder_does_not_starve_others(&test_name(module_path!(), "seqpacket_flooder_does_not_starve_others"));
+}
+
+/// A child that sent its update and exited before the master registered it
+/// keeps its channel through another spawn (which drops pending channels
+/// that are closed and empty): once registered, its update is reported
+/// with its pid.
+fn update_before_registration_is_kept(me: &str) {
+    if role().is_some() {
+        let sink = child_sink::<SeqPacket>();
+        sink.notify(Status::TAKEN).unwrap_or_else(|e| fail(1, e));
+        std::process::exit(0);
+    }
+    let t = SeqPacket;
+    let mut source = t.open().expect("open");
+    let mut early = spawn_unregistered(&t, &mut source, me, "early", 1);
+    assert!(wait_exit(&mut early, "the early child").success());
+    assert_eq!(source.try_recv(), Ok(None), "an unregistered channel is not read");
+    let mut later = spawn_child(&t, &mut source, me, "later", 2, Stdio::null());
+    let got = receive(&mut source, 1, "the later child's TAKEN");
+    let later_pid = pid_of(&later);
+    assert_eq!(updates(&got), vec![(later_pid, 2, Status::TAKEN, Sender::Channel(later_pid))]);
+    let early_pid = pid_of(&early);
+    t.register_child(&mut source, 1, early_pid);
+    let got = receive(&mut source, 1, "the early child's TAKEN, once registered");
+    assert_eq!(updates(&got), vec![(early_pid, 1, Status::TAKEN, Sender::Channel(early_pid))]);
+    assert!(wait_exit(&mut later, "the later child").success());
+}
+
+#[test]
+fn seqpacket_update_before_registration_is_kept() {
+    update_before_registration_is_kept(&test_name(module_path!(), "seqpacket_update_before_registration_is_kept"));
 }
 
 /// Instantiates the named cases as tests for one transport.
