@@ -59,8 +59,8 @@ cfg_if::cfg_if! {
         /// What the source can vouch for: nothing; the pid is a claim.
         pub(crate) const IDENTITY: Identity = Identity::Claimed;
 
-        /// No credentials to ask for on this platform.
-        #[expect(clippy::unnecessary_wraps, reason = "the same signature as on Linux")]
+        /// No credentials to ask for on this platform (the same signature
+        /// as on Linux).
         pub(crate) fn pass_credentials(_sock: &socket2::Socket) -> std::io::Result<()> {
             Ok(())
         }
