@@ -1,7 +1,7 @@
 //! Project tasks, run as `cargo xtask <task>`.
 //!
-//! - `bench`: every transport side by side (see [`bench`]);
-//! - `demo`: a real prefork master (see [`demo`]).
+//! - `bench`: every transport side by side (see [`bench`](mod@bench));
+//! - `demo`: a real prefork master (see [`demo`](mod@demo)).
 
 use std::ffi::OsString;
 use std::process::ExitCode;

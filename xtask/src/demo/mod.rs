@@ -1,11 +1,64 @@
-//! `cargo xtask demo` (not available yet).
+//! `cargo xtask demo`: a real prefork master for one service, with its own echo child and load generator.
+//!
+//! - [`options`]: the command line (`--help` lists it);
+//! - [`master`]: the master, proto's sans-IO state machine driven by a
+//!   poll(2) loop over real child processes, generic over the transport;
+//! - [`child`]: the built-in echo service (`xtask demo --echo-child`, run
+//!   by the master only);
+//! - [`load`]: the load generator's client threads;
+//! - [`view`]: the live terminal view, or one line per event with
+//!   `--plain`.
+//!
+//! The transport named by `--transport` is looked up in the one list of
+//! transports, [`master_proto_conformance::with_transports!`], so every
+//! transport built here can run the demo.
 
 use std::ffi::OsString;
+use std::io::IsTerminal;
 use std::process::ExitCode;
+
+mod child;
+mod load;
+mod master;
+mod options;
+mod view;
+
+/// The hidden first argument that runs the built-in child.
+const CHILD_ROLE: &str = "--echo-child";
 
 /// Runs the task with its arguments.
 pub(crate) fn main(args: Vec<OsString>) -> ExitCode {
-    let _ = args;
-    eprintln!("cargo xtask demo: not available yet");
-    ExitCode::FAILURE
+    if args.first().is_some_and(|a| a == CHILD_ROLE) {
+        return child::main();
+    }
+    let mut options = match options::parse(args) {
+        Ok(options::Parsed::Run(options)) => options,
+        Ok(options::Parsed::Help) => {
+            let names = master_proto_conformance::TRANSPORT_NAMES.join(", ");
+            let default = master_proto_conformance::DEFAULT_TRANSPORT.unwrap_or("none");
+            println!("{}", options::HELP.replace("{TRANSPORTS}", &names).replace("{DEFAULT}", default));
+            return ExitCode::SUCCESS;
+        }
+        Err(why) => {
+            eprintln!("cargo xtask demo: {why}\n(cargo xtask demo --help lists the options)");
+            return ExitCode::from(2);
+        }
+    };
+    // The live view needs a terminal to redraw.
+    options.plain |= !std::io::stdout().is_terminal();
+    macro_rules! dispatch {
+        ($($name:ident => $ty:path,)*) => {
+            match options.transport.as_str() {
+                $(stringify!($name) => master::run::<$ty>(&options),)*
+                other => Err(format!("unknown transport {other:?}")),
+            }
+        };
+    }
+    match master_proto_conformance::with_transports!(dispatch) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(why) => {
+            eprintln!("cargo xtask demo: {why}");
+            ExitCode::FAILURE
+        }
+    }
 }
