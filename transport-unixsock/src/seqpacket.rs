@@ -42,6 +42,17 @@
 //! with nothing queued (a spawn that failed, a child that died before it was
 //! registered and sent nothing) is dropped at the next `child_end`.
 //!
+//! # Reading
+//!
+//! The source reads in rounds: one `epoll_wait` names the ready channels,
+//! and each yields at most 8 records in turn, so a channel that becomes
+//! readable waits for at most 8 records of each other one, never for a
+//! flooding child to stop. After a round that yielded records,
+//! [`StatusSource::try_recv`] returns `None` once even if the children have
+//! refilled their channels meanwhile; the descriptor stays readable, so the
+//! master's next poll returns at once. A drain therefore ends after at most
+//! 64 × 8 records, however fast the children send.
+//!
 //! This flavour needs epoll, so it is built on Linux and Android only.
 //!
 //! # See also
@@ -100,6 +111,7 @@ impl Transport for SeqPacket {
             channels: HashMap::new(),
             pending: Vec::new(),
             ready: VecDeque::new(),
+            round_over: false,
         })
     }
 
@@ -164,6 +176,9 @@ pub struct ChannelSource {
     /// This round's channels, from one `epoll_wait`, with how many records
     /// each may still yield in it, so that no child starves the others.
     ready: VecDeque<(i32, u8)>,
+    /// Whether the round that just ended yielded a record: the next
+    /// `try_recv` then says `None` once, so that a drain ends.
+    round_over: bool,
 }
 
 impl ChannelSource {
@@ -257,7 +272,16 @@ impl StatusSource for ChannelSource {
                 if *burst == 0 {
                     self.ready.pop_front();
                 }
+                self.round_over = self.ready.is_empty();
                 return Ok(Some(item(&msg, Sender::Channel(pid))));
+            }
+            if std::mem::take(&mut self.round_over) {
+                // The end of a round that yielded records: a drain stops
+                // here even if children refilled their channels meanwhile
+                // (the descriptor stays readable), so that children sending
+                // as fast as the master reads cannot keep it from its other
+                // work.
+                return Ok(None);
             }
             let mut events = [EpollEvent::empty(); EVENTS];
             let n = loop {
