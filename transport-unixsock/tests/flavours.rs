@@ -1,5 +1,7 @@
 //! Both packet flavours in real processes: verified pids, forgeries,
-//! malformed datagrams, disconnects, back-pressure, EINTR, many children.
+//! malformed datagrams, disconnects, back-pressure, EINTR, many children;
+//! then what only one flavour has: `dgram`'s lifeline, `seqpacket`'s
+//! per-child channels (shutdown, forget, fairness, registration).
 //!
 //! Every test here is both the master and, re-executed, the child: the
 //! parent runs this test binary again with only the same test selected and
