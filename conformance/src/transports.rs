@@ -30,6 +30,10 @@
 
 #[cfg(feature = "pipe")]
 pub use master_proto_pipe::{Duplex, Pipe};
+#[cfg(all(feature = "unixsock", unix))]
+pub use master_proto_unixsock::Dgram;
+#[cfg(all(feature = "unixsock", any(target_os = "linux", target_os = "android")))]
+pub use master_proto_unixsock::SeqPacket;
 
 #[cfg(all(feature = "memfd", target_os = "linux"))]
 pub use master_proto_memfd::Memfd;
@@ -64,7 +68,31 @@ macro_rules! __transports_pipe {
     ($callback:ident; $($list:tt)*) => { $crate::__transports_unixsock! { $callback; $($list)* } };
 }
 
-// The unixsock crate offers no transport yet: its feature adds nothing.
+// `seqpacket` gathers its per-child channels with epoll: Linux and Android.
+#[cfg(all(feature = "unixsock", any(target_os = "linux", target_os = "android")))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __transports_unixsock {
+    ($callback:ident; $($list:tt)*) => {
+        $crate::__transports_memfd! { $callback; $($list)*
+            dgram => $crate::transports::Dgram,
+            seqpacket => $crate::transports::SeqPacket,
+        }
+    };
+}
+
+#[cfg(all(feature = "unixsock", unix, not(any(target_os = "linux", target_os = "android"))))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __transports_unixsock {
+    ($callback:ident; $($list:tt)*) => {
+        $crate::__transports_memfd! { $callback; $($list)*
+            dgram => $crate::transports::Dgram,
+        }
+    };
+}
+
+#[cfg(not(all(feature = "unixsock", unix)))]
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __transports_unixsock {

@@ -1,0 +1,94 @@
+//! `dgram`: an `AF_UNIX SOCK_DGRAM` socketpair shared by all children of a
+//! service, with a lifeline.
+//!
+//! The master reads one end (non-blocking, `SO_PASSCRED` on Linux); every
+//! child sends 12-byte datagrams on a duplicate of the other end at fd 5.
+//! The kernel keeps each datagram whole and names its sender
+//! (`SCM_CREDENTIALS`), so a record can be neither torn nor forged.
+//!
+//! A datagram socket is not told when its peer closes: a child's fd 5 never
+//! becomes readable, and only its next `send` fails (`ECONNREFUSED`, then
+//! `ENOTCONN`). So each child also gets the read end of a *lifeline* pipe
+//! (auxiliary descriptor `lifeline`) whose only write end the master holds
+//! and never writes: it becomes readable, at EOF, exactly when the master
+//! closes the channel or dies.
+//!
+//! The lifeline and the socket are two open files, which a dying master's
+//! kernel releases one after the other, in no promised order: a child could
+//! see the lifeline fire while the socket still takes datagrams for a
+//! moment. So `notify` looks at the lifeline (a zero-timeout `poll`) before
+//! sending, and a notify after the disconnect fd fired always returns
+//! `Disconnected`. A notify is two system calls (poll, send); the
+//! `seqpacket` flavour, one file for both jobs, needs one.
+//!
+//! On Linux, a socketpair's datagrams are limited by the sending socket's
+//! buffer (`SO_SNDBUF`, shared here by all children), not by the receive
+//! queue length (`net.unix.max_dgram_qlen` applies only to sockets that are
+//! not each other's peer): a child whose datagram does not fit blocks until
+//! the master reads, or its exit frees the queue and the send fails.
+//!
+//! # See also
+//!
+//! `unix(7)`, `socketpair(2)`; Postfix `src/master/master_status.c`.
+
+use std::io;
+use std::os::fd::OwnedFd;
+
+use master_proto::env::ChildEnv;
+use master_proto::transport::check_transport;
+use master_proto::{Caps, ChildEnd, EnvError, Transport};
+
+use crate::packet::{PACKET_CAPS, PacketSink, PacketSource, open_pair};
+
+/// Name of the auxiliary descriptor that carries the lifeline.
+pub const LIFELINE: &str = "lifeline";
+
+/// A `SOCK_DGRAM` socketpair shared by a service's children, plus a
+/// lifeline; kernel-verified sender pids on Linux.
+///
+/// # Examples
+///
+/// ```
+/// use master_proto::{StatusSource, Transport};
+/// let mut source = master_proto_unixsock::Dgram.open()?;
+/// let end = master_proto_unixsock::Dgram.child_end(&mut source, 1)?;
+/// assert_eq!(end.aux[0].0, "lifeline");
+/// assert_eq!(source.try_recv(), Ok(None));
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Dgram;
+
+impl Transport for Dgram {
+    type Source = PacketSource;
+    type Sink = PacketSink;
+
+    const NAME: &'static str = "dgram";
+
+    fn caps(&self) -> Caps {
+        PACKET_CAPS
+    }
+
+    fn open(&self) -> io::Result<PacketSource> {
+        let (master, child) = open_pair(socket2::Type::DGRAM)?;
+        // std makes both ends close-on-exec.
+        let (life_r, life_w) = io::pipe()?;
+        Ok(PacketSource::new(master, child, (life_w.into(), life_r.into())))
+    }
+
+    fn child_end(&self, source: &mut PacketSource, _generation: u32) -> io::Result<ChildEnd> {
+        let (_, life_r) = &source.lifeline;
+        Ok(ChildEnd {
+            transport: Self::NAME,
+            status: OwnedFd::from(source.child_status.try_clone()?),
+            aux: vec![(LIFELINE, life_r.try_clone()?)],
+        })
+    }
+
+    fn sink(&self, env: &mut ChildEnv) -> Result<PacketSink, EnvError> {
+        check_transport(env, Self::NAME, false)?;
+        let lifeline = env.take_aux(LIFELINE)?;
+        let status = env.take_status()?;
+        Ok(PacketSink::new(status, Some(lifeline), env.pid, env.generation))
+    }
+}

@@ -1,0 +1,191 @@
+//! The child's end of both flavours, and the master's end of the shared
+//! `dgram` channel.
+//!
+//! A child sends each update as one `send(2)`, which the kernel keeps one
+//! datagram (or one `SOCK_SEQPACKET` record), queued whole in the order
+//! sent, so a record is never torn, merged or misframed, whatever its
+//! neighbours send.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use master_proto::{
+    BackPressure, Caps, Delivery, Framing, Malformed, NotifyError, Received, RecvError, Sender, Status, StatusSink,
+    StatusSource, StatusUpdate, WIRE_SIZE,
+};
+use nix::errno::Errno;
+use nix::poll::PollTimeout;
+use socket2::Socket;
+
+use crate::sys::{self, Ready};
+
+/// What both flavours promise. Every update arrives, whole and in per-child
+/// order (a child's updates share one queue, one datagram each); the kernel
+/// names the sender where it can (`SCM_CREDENTIALS`; `seqpacket` declares
+/// its private channels instead); a full channel blocks the sender until
+/// the master reads or goes; one `send` per update, so threads may share a
+/// sink.
+pub(crate) const PACKET_CAPS: Caps = Caps {
+    delivery: Delivery::EveryUpdate,
+    identity: sys::IDENTITY,
+    framing: Framing::Packet,
+    back_pressure: BackPressure::Block,
+    postfix_wire: false,
+    thread_safe_sink: true,
+};
+
+/// Opens a socketpair of `ty`: the master's end, with credentials passing on
+/// and non-blocking, and the children's end. Both are close-on-exec.
+pub(crate) fn open_pair(ty: socket2::Type) -> io::Result<(Socket, Socket)> {
+    // socket2 creates both ends close-on-exec (SOCK_CLOEXEC where the
+    // platform has it).
+    let (master, child) = Socket::pair(socket2::Domain::UNIX, ty, None)?;
+    // Before any child holds the other end: every datagram queued from now
+    // on carries its sender's credentials.
+    sys::pass_credentials(&master)?;
+    // Only the master's end: the two ends are separate open files, so
+    // children keep blocking sends.
+    master.set_nonblocking(true)?;
+    Ok((master, child))
+}
+
+/// The master's end of a [`crate::Dgram`] channel.
+///
+/// It holds the master's socket (non-blocking, with `SO_PASSCRED` on
+/// Linux), the child-side socket that each child's fd 5 duplicates, and the
+/// lifeline. All are close-on-exec, so none leaks
+/// into a child. Dropping the source closes the channel: every child's next
+/// `notify` returns `Disconnected` and its disconnect fd fires. This is how
+/// a reload makes old children exit.
+#[derive(Debug)]
+pub struct PacketSource {
+    master: Socket,
+    /// What children get at fd 5 (a duplicate per spawn).
+    pub(crate) child_status: Socket,
+    /// The lifeline: the write end, held only here and never written, and
+    /// the read end that children get a duplicate of.
+    pub(crate) lifeline: (OwnedFd, OwnedFd),
+}
+
+impl PacketSource {
+    pub(crate) fn new(master: Socket, child_status: Socket, lifeline: (OwnedFd, OwnedFd)) -> PacketSource {
+        PacketSource { master, child_status, lifeline }
+    }
+}
+
+impl AsFd for PacketSource {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.master.as_fd()
+    }
+}
+
+impl StatusSource for PacketSource {
+    fn try_recv(&mut self) -> Result<Option<Received>, RecvError> {
+        // A datagram socket has no end: a read of nothing is an empty
+        // datagram.
+        let msg = sys::recv(self.master.as_fd()).map_err(RecvError::Io)?;
+        Ok(msg.map(|msg| {
+            let sender = msg.sender;
+            item(&msg, sender)
+        }))
+    }
+}
+
+/// What one received message is: an update from `sender`, or malformed.
+pub(crate) fn item(msg: &sys::Message, sender: Sender) -> Received {
+    if msg.truncated || msg.len > WIRE_SIZE {
+        return Received::Malformed(Malformed::Oversized(msg.len));
+    }
+    match StatusUpdate::decode_packet(msg.data.get(..msg.len).unwrap_or_default()) {
+        Ok(update) => Received::Update { update, sender },
+        Err(malformed) => Received::Malformed(malformed),
+    }
+}
+
+/// A child's end of a [`crate::Dgram`] or [`crate::SeqPacket`] channel.
+///
+/// Each [`notify`](StatusSink::notify) is one `send(2)` of one 12-byte
+/// datagram with `MSG_NOSIGNAL`; the `dgram` flavour first looks at its
+/// lifeline (a zero-timeout `poll`). Its disconnect fd is the lifeline
+/// (`dgram`) or fd 5 itself (`seqpacket`).
+#[derive(Debug)]
+pub struct PacketSink {
+    sock: Socket,
+    lifeline: Option<OwnedFd>,
+    pid: i32,
+    generation: u32,
+}
+
+impl PacketSink {
+    pub(crate) fn new(sock: OwnedFd, lifeline: Option<OwnedFd>, pid: i32, generation: u32) -> PacketSink {
+        PacketSink { sock: Socket::from(sock), lifeline, pid, generation }
+    }
+
+    /// Whether the lifeline has fired.
+    fn master_gone(&self) -> Result<bool, NotifyError> {
+        match self.lifeline.as_ref() {
+            None => Ok(false),
+            Some(l) => match sys::wait(None, Some(l.as_fd()), PollTimeout::ZERO) {
+                Ok(ready) => Ok(ready == Some(Ready::Gone)),
+                Err(errno) => Err(NotifyError::Io(errno)),
+            },
+        }
+    }
+}
+
+impl StatusSink for PacketSink {
+    fn notify(&self, status: Status) -> Result<(), NotifyError> {
+        // A dying master's socket and lifeline are two open files, which
+        // the kernel releases one after the other in no promised order: the
+        // lifeline may fire while the socket still takes datagrams. Look at
+        // it first, so that a notify after the disconnect fd fired always
+        // says Disconnected.
+        if self.master_gone()? {
+            return Err(NotifyError::Disconnected);
+        }
+        let record = StatusUpdate { pid: self.pid, generation: self.generation, status }.encode();
+        loop {
+            match self.sock.send_with_flags(&record, nix::libc::MSG_NOSIGNAL) {
+                // A datagram is sent whole or not at all.
+                Ok(_) => return Ok(()),
+                Err(e) => match Errno::from_raw(e.raw_os_error().unwrap_or(0)) {
+                    Errno::EINTR => {}
+                    // The socket's open file is shared by every child of the
+                    // service, and any of them may have made it
+                    // non-blocking: wait for room (or the master's exit)
+                    // here, so that a full channel blocks as declared.
+                    Errno::EAGAIN => {
+                        let ready = sys::wait(
+                            Some(self.sock.as_fd()),
+                            self.lifeline.as_ref().map(AsFd::as_fd),
+                            PollTimeout::NONE,
+                        )
+                        .map_err(NotifyError::Io)?;
+                        if ready == Some(Ready::Gone) {
+                            return Err(NotifyError::Disconnected);
+                        }
+                    }
+                    // The master's socket is closed: ECONNREFUSED for the
+                    // first datagram sent to a closed peer, ENOTCONN after;
+                    // EPIPE on a connection the master's exit shut down.
+                    Errno::EPIPE | Errno::ECONNREFUSED | Errno::ENOTCONN | Errno::ECONNRESET => {
+                        return Err(NotifyError::Disconnected);
+                    }
+                    errno => return Err(NotifyError::Io(errno)),
+                },
+            }
+        }
+    }
+
+    fn disconnect_fd(&self) -> BorrowedFd<'_> {
+        self.lifeline.as_ref().map_or_else(|| self.sock.as_fd(), AsFd::as_fd)
+    }
+
+    fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    fn generation(&self) -> u32 {
+        self.generation
+    }
+}

@@ -1,0 +1,300 @@
+//! `seqpacket`: one private `AF_UNIX SOCK_SEQPACKET` socketpair per child,
+//! gathered behind one epoll descriptor.
+//!
+//! Each spawn gets a socketpair of its own: the child sends 12-byte records
+//! on its end at fd 5, the master keeps the other. Once
+//! [`Transport::register_child`] has named the child's pid, every record on
+//! that channel is reported with [`Sender::Channel`]`(pid)`: the channel
+//! names the child whatever it writes, so the sans-IO master rejects a
+//! claimed pid that differs as [`Outcome::ForgedPid`]. The source's one
+//! descriptor is an epoll instance holding every registered channel, so it
+//! is readable whenever any child's update is pending.
+//!
+//! # One channel per child, not one shared
+//!
+//! What a private channel buys over the shared channel of `dgram` (and of
+//! Postfix):
+//!
+//! - identity without kernel credentials, and without the exception the
+//!   kernel makes for senders with `CAP_SYS_ADMIN`;
+//! - isolation: a child that floods fills only its own socket's buffer, and
+//!   one that shuts its socket down (`shutdown(2)` acts on the socket, which
+//!   a shared channel shares) ends only its own channel;
+//! - the master's exit, a reload, or [`Transport::forget_child`] is seen on
+//!   fd 5 itself (EOF and hang-up; the next `send` fails with `EPIPE`, which
+//!   `MSG_NOSIGNAL` keeps from raising `SIGPIPE`), so no lifeline is needed,
+//!   and since one open file does both jobs there is no release-order race:
+//!   a notify is one `send(2)`.
+//!
+//! What it costs: one descriptor per live child in the master (hundreds are
+//! fine; the process's descriptor limit bounds it), a socketpair per spawn
+//! instead of a `dup`, and the bookkeeping below.
+//!
+//! # Bookkeeping
+//!
+//! [`Transport::child_end`] makes the pair and keeps the master's end
+//! *pending* under the spawn's generation; [`Transport::register_child`]
+//! moves it into the epoll set under the child's pid (updates the child sent
+//! in between wait in the socket and are reported then). A channel leaves
+//! the set when its child's end is closed everywhere (the child exited;
+//! everything it sent is reported first) or on
+//! [`Transport::forget_child`]. A pending end whose child end was closed
+//! with nothing queued (a spawn that failed, a child that died before it was
+//! registered and sent nothing) is dropped at the next `child_end`.
+//!
+//! # Reading
+//!
+//! The source reads in rounds: one `epoll_wait` names the ready channels,
+//! and each yields at most 8 records in turn, so a channel that becomes
+//! readable waits for at most 8 records of each other one, never for a
+//! flooding child to stop. After a round that yielded records,
+//! [`StatusSource::try_recv`] returns `None` once even if the children have
+//! refilled their channels meanwhile; the descriptor stays readable, so the
+//! master's next poll returns at once. A drain therefore ends after at most
+//! 64 × 8 records, however fast the children send.
+//!
+//! This flavour needs epoll, so it is built on Linux and Android only.
+//!
+//! # See also
+//!
+//! `unix(7)`, `socketpair(2)`, `epoll(7)`; Postfix
+//! `src/master/master_status.c`.
+//!
+//! [`Sender::Channel`]: master_proto::Sender::Channel
+//! [`Outcome::ForgedPid`]: master_proto::master::Outcome::ForgedPid
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use master_proto::env::ChildEnv;
+use master_proto::transport::check_transport;
+use master_proto::{Caps, ChildEnd, EnvError, Identity, Received, RecvError, Sender, StatusSource, Transport};
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+use socket2::Socket;
+
+use crate::packet::{PACKET_CAPS, PacketSink, item, open_pair};
+use crate::sys;
+
+/// One private `SOCK_SEQPACKET` socketpair per child; the channel names the
+/// sender.
+///
+/// # Examples
+///
+/// ```
+/// use master_proto::{StatusSource, Transport};
+/// let mut source = master_proto_unixsock::SeqPacket.open()?;
+/// let end = master_proto_unixsock::SeqPacket.child_end(&mut source, 1)?;
+/// assert!(end.aux.is_empty());
+/// assert_eq!(source.try_recv(), Ok(None));
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SeqPacket;
+
+impl Transport for SeqPacket {
+    type Source = ChannelSource;
+    type Sink = PacketSink;
+
+    const NAME: &'static str = "seqpacket";
+
+    fn caps(&self) -> Caps {
+        Caps { identity: Identity::PrivateChannel, ..PACKET_CAPS }
+    }
+
+    fn open(&self) -> io::Result<ChannelSource> {
+        Ok(ChannelSource {
+            epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?,
+            channels: HashMap::new(),
+            pending: Vec::new(),
+            ready: VecDeque::new(),
+            round_over: false,
+        })
+    }
+
+    fn child_end(&self, source: &mut ChannelSource, generation: u32) -> io::Result<ChildEnd> {
+        source.prune_pending();
+        // The master's end passes credentials only so that the end of a
+        // channel (a read of nothing, without credentials) can be told from
+        // an empty record (which carries its sender's).
+        let (master, child) = open_pair(socket2::Type::SEQPACKET)?;
+        source.pending.push((generation, master));
+        Ok(ChildEnd { transport: Self::NAME, status: OwnedFd::from(child), aux: Vec::new() })
+    }
+
+    fn register_child(&self, source: &mut ChannelSource, generation: u32, pid: i32) {
+        let Some(at) = source.pending.iter().position(|(g, _)| *g == generation) else { return };
+        let (_, sock) = source.pending.swap_remove(at);
+        source.forget(pid);
+        // The pid is the channel's key in the epoll set. Adding can fail
+        // only for want of memory; the channel is then dropped, and the
+        // child sees the master gone, as after a reload.
+        let Ok(key) = u32::try_from(pid) else { return };
+        if source.epoll.add(&sock, EpollEvent::new(EpollFlags::EPOLLIN, u64::from(key))).is_ok() {
+            source.channels.insert(pid, sock);
+        }
+    }
+
+    fn forget_child(&self, source: &mut ChannelSource, pid: i32) {
+        source.forget(pid);
+    }
+
+    fn sink(&self, env: &mut ChildEnv) -> Result<PacketSink, EnvError> {
+        check_transport(env, Self::NAME, false)?;
+        let status = env.take_status()?;
+        Ok(PacketSink::new(status, None, env.pid, env.generation))
+    }
+}
+
+/// How many ready channels one `epoll_wait` reports at most.
+const EVENTS: usize = 64;
+
+/// How many records one channel yields in a round before the source moves
+/// on: a round is one `epoll_wait`, so a channel that became readable waits
+/// for at most this many records of each channel already in the round.
+/// (Level-triggered epoll returns channels still readable at the end of its
+/// ready list, so more than [`EVENTS`] ready channels take turns too.)
+const BURST: u8 = 8;
+
+/// The master's end of a [`SeqPacket`] channel: every child's private
+/// socket, behind one epoll descriptor.
+///
+/// All its descriptors are close-on-exec, so none leaks into a child.
+/// Dropping it closes every channel: each child's next `notify` returns
+/// `Disconnected` and its fd 5 reports hang-up. This is how a reload makes
+/// old children exit.
+#[derive(Debug)]
+pub struct ChannelSource {
+    epoll: Epoll,
+    /// Registered channels by child pid (also their epoll key).
+    channels: HashMap<i32, Socket>,
+    /// Master ends made for spawns not registered yet, by generation.
+    pending: Vec<(u32, Socket)>,
+    /// This round's channels, from one `epoll_wait`, with how many records
+    /// each may still yield in it, so that no child starves the others.
+    ready: VecDeque<(i32, u8)>,
+    /// Whether the round that just ended yielded a record: the next
+    /// `try_recv` then says `None` once, so that a drain ends.
+    round_over: bool,
+}
+
+impl ChannelSource {
+    /// Drops the channel of `pid`, if any: its child's fd 5 reports hang-up.
+    fn forget(&mut self, pid: i32) {
+        if let Some(sock) = self.channels.remove(&pid) {
+            // Closing the socket removes it from the epoll set (nothing else
+            // holds this open file); deleting first says so explicitly, and
+            // cannot fail for a registered descriptor.
+            let _ = self.epoll.delete(&sock);
+        }
+    }
+
+    /// Drops the pending ends whose child end is closed and that hold
+    /// nothing: spawns that failed, and children that died unregistered
+    /// without sending anything.
+    fn prune_pending(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let hung_up: Vec<bool> = {
+            let mut fds: Vec<PollFd<'_>> =
+                self.pending.iter().map(|(_, s)| PollFd::new(s.as_fd(), PollFlags::POLLIN)).collect();
+            loop {
+                match poll(&mut fds, PollTimeout::ZERO) {
+                    Ok(_) => break,
+                    Err(Errno::EINTR) => {}
+                    // Pruning is housekeeping: try again at the next spawn.
+                    Err(_) => return,
+                }
+            }
+            fds.iter().map(|fd| fd.revents().is_some_and(|r| r.contains(PollFlags::POLLHUP))).collect()
+        };
+        let mut hung_up = hung_up.into_iter();
+        self.pending.retain(|(_, sock)| {
+            if !hung_up.next().unwrap_or(false) {
+                return true;
+            }
+            // Keep it if a record is queued: its child sent something
+            // before dying, to be reported once it is registered.
+            let mut byte = [MaybeUninit::<u8>::uninit(); 1];
+            !matches!(sock.peek(&mut byte), Ok(0))
+        });
+    }
+
+    /// Which registered child a key from epoll names.
+    fn pid_of(event: &EpollEvent) -> Option<i32> {
+        u32::try_from(event.data()).ok().and_then(|key| i32::try_from(key).ok())
+    }
+}
+
+impl AsFd for ChannelSource {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.epoll.0.as_fd()
+    }
+}
+
+impl StatusSource for ChannelSource {
+    fn try_recv(&mut self) -> Result<Option<Received>, RecvError> {
+        loop {
+            while let Some(&mut (pid, ref mut burst)) = self.ready.front_mut() {
+                let Some(sock) = self.channels.get(&pid) else {
+                    // Forgotten since epoll reported it.
+                    self.ready.pop_front();
+                    continue;
+                };
+                let msg = match sys::recv(sock.as_fd()) {
+                    Ok(Some(msg)) => msg,
+                    Ok(None) => {
+                        self.ready.pop_front();
+                        continue;
+                    }
+                    // The child's end went away with an error to report:
+                    // the channel is over, as at its end.
+                    Err(Errno::ECONNRESET) => {
+                        self.ready.pop_front();
+                        self.forget(pid);
+                        continue;
+                    }
+                    Err(errno) => return Err(RecvError::Io(errno)),
+                };
+                if msg.len == 0 && !msg.has_credentials {
+                    // The end of this child's channel: it exited (all its
+                    // records were read before this), or shut its socket
+                    // down. Nothing more can come from it.
+                    self.ready.pop_front();
+                    self.forget(pid);
+                    continue;
+                }
+                *burst = burst.saturating_sub(1);
+                if *burst == 0 {
+                    self.ready.pop_front();
+                }
+                self.round_over = self.ready.is_empty();
+                return Ok(Some(item(&msg, Sender::Channel(pid))));
+            }
+            if std::mem::take(&mut self.round_over) {
+                // The end of a round that yielded records: a drain stops
+                // here even if children refilled their channels meanwhile
+                // (the descriptor stays readable), so that children sending
+                // as fast as the master reads cannot keep it from its other
+                // work.
+                return Ok(None);
+            }
+            let mut events = [EpollEvent::empty(); EVENTS];
+            let n = loop {
+                match self.epoll.wait(&mut events, PollTimeout::ZERO) {
+                    Ok(n) => break n,
+                    Err(Errno::EINTR) => {}
+                    Err(errno) => return Err(RecvError::Io(errno)),
+                }
+            };
+            if n == 0 {
+                return Ok(None);
+            }
+            self.ready.extend(events.iter().take(n).filter_map(Self::pid_of).map(|pid| (pid, BURST)));
+        }
+    }
+}
