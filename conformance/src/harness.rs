@@ -11,12 +11,20 @@
 //!
 //! Every wait is bounded by [`WAIT`] and a failure says what it waited for.
 //! Pauses happen only inside `poll(2)`.
+//!
+//! The transport crates' own real-process tests use this module too (as a
+//! dev-dependency with `default-features = false`, which builds no
+//! transport): the bounded waits ([`wait_readable`], [`poll_until`],
+//! [`try_wait_until`], [`receive`]), children ([`Ctx`], [`Spawn`], [`Kid`],
+//! [`pid_of`], [`kill_and_reap`], [`line_reader`], [`expect_line`]) and
+//! fresh paths ([`fresh_temp_path`], [`unix_listener`]) exist once, here.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -196,6 +204,19 @@ impl<'a> Spawn<'a> {
         self.spawn_end(end).0
     }
 
+    /// As [`spawn`](Self::spawn), then tells the source the child's pid
+    /// ([`Transport::register_child`]), as a master does once it knows it.
+    ///
+    /// # Panics
+    ///
+    /// If the end cannot be made or the child cannot be spawned.
+    pub fn spawn_registered<T: Transport>(self, transport: &T, source: &mut T::Source) -> Kid {
+        let generation = self.generation;
+        let kid = self.spawn(transport, source);
+        transport.register_child(source, generation, kid.pid());
+        kid
+    }
+
     /// Spawns the child with `end` at fd 5; also returns the command's
     /// environment as installed (for cases that edit it, see
     /// [`Spawn::spawn_with`]).
@@ -235,7 +256,7 @@ impl<'a> Spawn<'a> {
         fds.install(&mut cmd).expect("install the standard environment");
         edit(&mut cmd);
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn a child in role {:?}: {e}", self.role));
-        let pid = i32::try_from(child.id()).expect("a pid fits an i32");
+        let pid = pid_of(&child);
         let stdin = child.stdin.take();
         let lines = child.stdout.take().map(line_reader);
         (Kid { child, pid, stdin, lines, reaped: None }, aux)
@@ -244,18 +265,34 @@ impl<'a> Spawn<'a> {
 
 /// A listening Unix socket at a fresh path (removed at once: the socket
 /// stays usable as a listen fd and no file is left behind).
-fn unix_listener() -> UnixListener {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let path = std::env::temp_dir().join(format!("master-proto-conformance-{}-{n}.sock", std::process::id()));
-    let _ = std::fs::remove_file(&path);
+///
+/// # Panics
+///
+/// If the socket cannot be bound.
+#[must_use]
+pub fn unix_listener() -> UnixListener {
+    let path = fresh_temp_path("master-proto-listen", ".sock");
     let listener = UnixListener::bind(&path).unwrap_or_else(|e| panic!("bind {}: {e}", path.display()));
     let _ = std::fs::remove_file(&path);
     listener
 }
 
-/// Reads lines from `out` on a thread of its own.
-fn line_reader(out: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+/// A path in the temp dir, unique to this process and call, for a file or
+/// directory to create: `<prefix>-<pid>-<n><suffix>`. A leftover of an
+/// earlier process that had the same pid is removed first.
+#[must_use]
+pub fn fresh_temp_path(prefix: &str, suffix: &str) -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("{prefix}-{}-{n}{suffix}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&path);
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+/// Reads lines from `out` (a child's stdout) on a thread of its own; see
+/// [`expect_line`].
+pub fn line_reader(out: impl Read + Send + 'static) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(out).lines().map_while(Result::ok) {
@@ -265,6 +302,28 @@ fn line_reader(out: impl Read + Send + 'static) -> mpsc::Receiver<String> {
         }
     });
     rx
+}
+
+/// Waits for a line starting with `prefix` from `lines` (other lines are
+/// skipped) and returns it; `who` names the writer in a failure.
+///
+/// # Panics
+///
+/// If no such line comes within [`WAIT`], or the writer closes first.
+pub fn expect_line(lines: &mpsc::Receiver<String>, prefix: &str, who: &str) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.starts_with(prefix) => return line,
+            Ok(_) => {}
+            Err(mpsc::RecvTimeoutError::Timeout) => panic!("waited {WAIT:?} for a line {prefix:?} from {who}"),
+            Err(mpsc::RecvTimeoutError::Disconnected) => panic!(
+                "awaiting a line {prefix:?} from {who}: its stdout closed first (it, and whoever shared its stdout, \
+                 exited)"
+            ),
+        }
+    }
 }
 
 /// A child process of a case. Dropping it kills and reaps it if it has not
@@ -308,22 +367,7 @@ impl Kid {
     /// If stdout was not piped, or no such line comes within [`WAIT`].
     pub fn expect_line(&mut self, prefix: &str) -> String {
         let lines = self.lines.as_ref().expect("the child's stdout is piped");
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match lines.recv_timeout(left) {
-                Ok(line) if line.starts_with(prefix) => return line,
-                Ok(_) => {}
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    panic!("waited {WAIT:?} for a line {prefix:?} from child {}", self.pid)
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => panic!(
-                    "awaiting a line {prefix:?} from child {}: its stdout closed first (it, and whoever shared its \
-                     stdout, exited)",
-                    self.pid
-                ),
-            }
-        }
+        expect_line(lines, prefix, &format!("child {}", self.pid))
     }
 
     /// Whether the child has printed a line starting with `prefix` by now
@@ -408,7 +452,7 @@ pub fn spawn_plain(ctx: &Ctx, role: &str, arg: impl fmt::Display) -> Kid {
     let mut cmd = ctx.command(role);
     cmd.env(ARG_VAR, arg.to_string()).stdout(Stdio::piped());
     let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn role {role:?}: {e}"));
-    let pid = i32::try_from(child.id()).expect("a pid fits an i32");
+    let pid = pid_of(&child);
     let lines = child.stdout.take().map(line_reader);
     Kid { child, pid, stdin: None, lines, reaped: None }
 }
@@ -484,7 +528,10 @@ pub fn storm_target() {
 // ---------------------------------------------------------------------------
 // Bounded waiting.
 
-fn poll_timeout(left: Duration) -> PollTimeout {
+/// A `poll(2)` timeout for `left`, rounded up to whole milliseconds, so
+/// that a wait never ends before its deadline.
+#[must_use]
+pub fn poll_timeout(left: Duration) -> PollTimeout {
     PollTimeout::try_from(left.as_nanos().div_ceil(1_000_000)).unwrap_or(PollTimeout::MAX)
 }
 
@@ -526,6 +573,41 @@ pub fn poll_until(deadline: Instant, mut done: impl FnMut() -> bool) -> bool {
         }
         let _ = poll(&mut [], poll_timeout(PAUSE));
     }
+}
+
+/// Reaps `child` once it has exited, at most until `deadline`; `None` if it
+/// is still running then. std offers nothing to poll for a child's exit, so
+/// this checks between short pauses.
+///
+/// # Panics
+///
+/// If `waitpid(2)` fails.
+pub fn try_wait_until(child: &mut Child, deadline: Instant) -> Option<ExitStatus> {
+    let mut status = None;
+    poll_until(deadline, || {
+        status = child.try_wait().expect("try_wait");
+        status.is_some()
+    });
+    status
+}
+
+/// Kills `child` and reaps it, unless it has been reaped already: for the
+/// `Drop` of a guard, so that a failing test leaves no process behind.
+pub fn kill_and_reap(child: &mut Child) {
+    if let Ok(None) = child.try_wait() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// A child's pid as the status protocol carries it.
+///
+/// # Panics
+///
+/// If the pid does not fit an `i32` (it always does on Unix).
+#[must_use]
+pub fn pid_of(child: &Child) -> i32 {
+    i32::try_from(child.id()).expect("a pid fits an i32")
 }
 
 /// Hands every pending item of `source` to `each`.
