@@ -716,6 +716,23 @@ pub fn asleep_in_syscall(pid: i32) -> bool {
     matches!(state, Some("S" | "D")) && in_call
 }
 
+/// The thread of process `pid` that is blocked in `write(fd, …)` or
+/// `sendto(fd, …)` (`send(2)` is `sendto`), if any, as
+/// `/proc/PID/task/*/syscall` shows: where a child waits for room on a full
+/// pipe or socket.
+#[must_use]
+pub fn thread_blocked_writing(pid: i32, fd: i32) -> Option<i32> {
+    let fd = format!("{fd:#x}");
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    tasks.filter_map(Result::ok).find_map(|task| {
+        let text = std::fs::read_to_string(task.path().join("syscall")).unwrap_or_default();
+        let mut fields = text.split_whitespace();
+        let nr: i64 = fields.next().and_then(|n| n.parse().ok()).unwrap_or(-1);
+        let blocked = (nr == nix::libc::SYS_write || nr == nix::libc::SYS_sendto) && fields.next() == Some(fd.as_str());
+        blocked.then(|| task.file_name().to_str()?.parse().ok()).flatten()
+    })
+}
+
 /// Raises this process's soft limit on open files to the hard limit.
 pub fn raise_nofile_limit() {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};

@@ -33,7 +33,7 @@ pub use disconnect::{master_close_disconnects, master_killed_disconnects, sigpip
 pub use faults::{child_killed_mid_notify, hostile_input};
 pub use generation::generation_and_reload;
 pub use hygiene::fd_hygiene;
-pub use wakeup::{eintr_storm, no_lost_wakeup};
+pub use wakeup::{eintr_in_blocked_write, eintr_storm, no_lost_wakeup};
 
 use crate::harness::fail;
 

@@ -1,15 +1,18 @@
-//! Cases 10 and 12: no lost wake-up, and `EINTR` under a signal storm.
+//! Cases 10 and 12: no lost wake-up, and `EINTR` under a signal storm;
+//! and, for the transports that write to fd 5, `EINTR` aimed at that write.
 
 use std::os::fd::AsFd;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use master_proto::{Received, Status, StatusSink, StatusSource};
+use master_proto::{Received, Status, StatusSink, StatusSource, Transport};
 
 use super::delivery::{updater_role, whole_updates};
 use crate::harness::{
-    Ctx, Spawn, Storm, WAIT, await_poke, child_sink, fail, readable_now, say, storm_target, wait_readable,
+    Ctx, Spawn, Storm, WAIT, await_poke, child_sink, fail, poll_until, readable_now, say, storm_target,
+    thread_blocked_writing, wait_readable,
 };
 use crate::hostile::Hostile;
+use crate::sys;
 
 /// Case 10. An update sent before the master starts waiting makes the
 /// source's fd readable at once; then 10,000 rounds of master asleep in
@@ -104,4 +107,78 @@ fn wakeups<T: Hostile + Default>(ctx: &Ctx, rounds: i32, storm: bool) {
         let report = storm.stop();
         assert!(report.to_children > 0 && report.to_master > 0, "the storm sent nothing: {report:?}");
     }
+}
+
+/// Signals aimed at a child's thread while it is blocked in its `write(2)`
+/// or `send(2)` on fd 5 interrupt that very call (`EINTR`: the handler is
+/// installed without `SA_RESTART`): `notify` retries, never fails, and
+/// every record still arrives once, in order.
+///
+/// Not one of the suite's cases: it needs a transport whose `notify` blocks
+/// in a system call on fd 5 (the pipe and socket flavours; memfd waits on a
+/// futex instead), so the crates of those transports run it from their own
+/// tests. Narrower and sharper than case 12's storm: it finds the blocked
+/// thread in `/proc` ([`thread_blocked_writing`]) and signals exactly that
+/// thread, 200 times, so that every signal hits a write in progress.
+///
+/// # Panics
+///
+/// If the child never blocks, a record is lost, duplicated or out of order,
+/// or no signal reached the child's handler.
+pub fn eintr_in_blocked_write<T: Transport + Default>(ctx: &Ctx) {
+    const TOTAL: i32 = 20_000;
+    const SIGNALS: usize = 200;
+    if ctx.role().is_some() {
+        storm_target();
+        let sink = child_sink::<T>();
+        for seq in 0..TOTAL {
+            sink.notify(Status(seq)).unwrap_or_else(|e| fail(format_args!("notify {seq}: {e}")));
+        }
+        say(format_args!("caught={}", sys::storm_caught()));
+        std::process::exit(0);
+    }
+    let t = T::default();
+    let mut source = t.open().expect("open a channel");
+    let mut kid = Spawn::new(ctx, "writer", 4).listen(1).stdout().spawn_registered(&t, &mut source);
+    let pid = kid.pid();
+    let deadline = Instant::now() + WAIT;
+    let (mut next, mut sent) = (0, 0);
+    while next < TOTAL {
+        // Signal the writing thread only once it is blocked in the write,
+        // so that each signal interrupts a write in progress. The reads
+        // below are too small to let it finish before all are sent.
+        if sent < SIGNALS {
+            let mut tid = None;
+            assert!(
+                poll_until(deadline, || {
+                    tid = thread_blocked_writing(pid, 5);
+                    tid.is_some()
+                }),
+                "waited {WAIT:?} for the child to block on fd 5 ({sent} signals sent, {next} records read)"
+            );
+            let tid = tid.expect("set when poll_until succeeds");
+            sys::tgkill(pid, tid, nix::sys::signal::Signal::SIGUSR1).expect("tgkill");
+            sent += 1;
+        }
+        // Read a little at a time, so that the child blocks again soon.
+        let mut took = 0;
+        while took < 64
+            && let Some(item) = source.try_recv().expect("read the channel")
+        {
+            let Received::Update { update, .. } = item else { panic!("malformed input {item:?}") };
+            assert_eq!((update.pid, update.status), (pid, Status(next)), "lost, duplicated or out of order");
+            next += 1;
+            took += 1;
+        }
+        assert!(Instant::now() < deadline, "waited {WAIT:?} for record {next} of {TOTAL}");
+        if took == 0 {
+            // Nothing pending: wait briefly for more (the poll is the pause).
+            wait_readable(source.as_fd(), Instant::now() + Duration::from_millis(5));
+        }
+    }
+    assert_eq!(sent, SIGNALS);
+    let line = kid.expect_line("caught=");
+    let caught: usize = line["caught=".len()..].parse().expect("a count");
+    assert!(caught > 0, "no signal reached the child's handler");
+    kid.expect_success("the interrupted writer");
 }
