@@ -17,14 +17,15 @@
 //! transport): the bounded waits ([`wait_readable`], [`poll_until`],
 //! [`try_wait_until`], [`receive`]), children ([`Ctx`], [`Spawn`], [`Kid`],
 //! [`pid_of`], [`kill_and_reap`], [`line_reader`], [`expect_line`]) and
-//! fresh paths ([`fresh_temp_path`], [`unix_listener`]) exist once, here.
+//! fresh paths ([`fresh_temp_path`], [`TempDir`], [`unix_listener`]) exist
+//! once, here.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -288,6 +289,37 @@ pub fn fresh_temp_path(prefix: &str, suffix: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&path);
     let _ = std::fs::remove_file(&path);
     path
+}
+
+/// A temporary directory, removed with everything in it when dropped.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// Creates a fresh directory named after `prefix` in the temp dir (see
+    /// [`fresh_temp_path`]).
+    ///
+    /// # Panics
+    ///
+    /// If it cannot be created.
+    #[must_use]
+    pub fn new(prefix: &str) -> TempDir {
+        let path = fresh_temp_path(prefix, "");
+        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
+        TempDir(path)
+    }
+
+    /// The directory's path.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Reads lines from `out` (a child's stdout) on a thread of its own; see

@@ -66,6 +66,7 @@
 pub mod cases;
 pub mod harness;
 pub mod hostile;
+pub mod postfix;
 mod sys;
 pub mod transports;
 

@@ -19,88 +19,18 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
-
 use common::{Demo, num, summary, tally};
+use master_proto_conformance::postfix;
 
 const SPAWN: &str = "/usr/lib/postfix/sbin/spawn";
 
 const HOW_TO_RUN: &str = "this test needs root, the user postfix and Debian's postfix package \
      (cargo test -p xtask --features real-postfix --test demo_real_postfix, as root)";
 
-/// The uid of user `postfix`, after checking that this can run at all.
-fn preflight() -> u32 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("reading /proc/self/status");
-    let euid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|ids| ids.split_whitespace().nth(1))
-        .unwrap_or_else(|| panic!("no effective uid in /proc/self/status: {status}"));
-    assert_eq!(euid, "0", "not running as root (effective uid {euid}): {HOW_TO_RUN}");
-    assert!(Path::new(SPAWN).is_file(), "{SPAWN} is missing: {HOW_TO_RUN}");
-    let passwd = std::fs::read_to_string("/etc/passwd").expect("reading /etc/passwd");
-    passwd
-        .lines()
-        .find_map(|l| l.strip_prefix("postfix:"))
-        .and_then(|rest| rest.split(':').nth(1))
-        .and_then(|uid| uid.parse().ok())
-        .unwrap_or_else(|| panic!("there is no user postfix in /etc/passwd: {HOW_TO_RUN}"))
-}
-
-/// A private Postfix configuration in a temporary directory, removed when
-/// dropped: `conf/main.cf`, `queue/{pid,public,private}`, `data/`.
-struct Instance(PathBuf);
-
-impl Instance {
-    fn new(postfix_uid: u32) -> Instance {
-        let d = std::env::temp_dir().join(format!("xtask-demo-postfix-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir(&d).unwrap_or_else(|e| panic!("creating {}: {e}", d.display()));
-        let instance = Instance(d.clone());
-        // Reachable to the users Postfix switches to, whatever the umask.
-        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).expect("chmod 755");
-        for sub in ["conf", "queue", "queue/pid", "queue/public", "queue/private", "data"] {
-            std::fs::create_dir(d.join(sub)).unwrap_or_else(|e| panic!("creating {sub}: {e}"));
-        }
-        for sub in ["queue/public", "queue/private", "data"] {
-            std::os::unix::fs::chown(d.join(sub), Some(postfix_uid), None)
-                .unwrap_or_else(|e| panic!("chown postfix {sub}: {e}"));
-        }
-        let shown = d.to_str().filter(|s| !s.contains(char::is_whitespace)).expect("a plain temp dir path");
-        let main_cf = format!(
-            "compatibility_level = 3.6\nqueue_directory = {shown}/queue\ndata_directory = {shown}/data\n\
-             daemon_directory = /usr/lib/postfix/sbin\ncommand_directory = /usr/sbin\nmail_owner = postfix\n\
-             inet_interfaces = loopback-only\ninet_protocols = ipv4\n"
-        );
-        let path = d.join("conf/main.cf");
-        std::fs::write(&path, main_cf).expect("writing main.cf");
-        std::fs::write(d.join("conf/master.cf"), "").expect("writing master.cf");
-        // Postfix ignores a main.cf modified less than a second ago.
-        let past = SystemTime::now() - Duration::from_secs(10);
-        std::fs::File::options()
-            .write(true)
-            .open(&path)
-            .and_then(|f| f.set_modified(past))
-            .expect("backdating main.cf");
-        instance
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[test]
 fn postfix_spawn_runs_under_the_demo() {
-    let instance = Instance::new(preflight());
+    let postfix_uid = postfix::preflight(&[SPAWN], HOW_TO_RUN);
+    let instance = postfix::private_instance("xtask-demo-postfix", postfix_uid, "/usr/lib/postfix/sbin", "", Some(""));
     let d = instance.path();
     let socket = d.join("echo.sock");
     let listen = format!("unix:{}", socket.display());

@@ -1,18 +1,17 @@
-//! Helpers shared by this crate's integration tests: children's output, temporary directories, the example binary, and echo clients.
+//! Helpers shared by this crate's integration tests: children's output, the example binary, and echo clients.
 //!
 //! Each test file includes this module with `mod common;` (Cargo's layout
 //! for code shared by integration tests: a file in a subdirectory of
 //! `tests/` is not a test target of its own). The bounded waits, child
-//! process helpers and fresh paths are the conformance harness's
-//! (`master_proto_conformance::harness`), re-exported here. Every wait ends
+//! process helpers and temporary paths are the conformance harness's
+//! (`master_proto_conformance::harness`), and the private Postfix instance
+//! is `master_proto_conformance::postfix`, both re-exported here. Every wait ends
 //! at a deadline the caller gives and pauses only inside poll(2), never in a
 //! bare sleep, so a test that fails says what it awaited instead of hanging.
 
 // Each test binary compiles its own copy of this module and uses only some
 // of it; the rest would otherwise warn in every binary that does not.
 #![allow(dead_code, unused_imports, reason = "each test binary uses only some of the shared helpers")]
-
-pub(crate) mod postfix;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -22,8 +21,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub(crate) use master_proto_conformance::harness::{
-    WAIT, fresh_temp_path, kill_and_reap, pid_of, poll_timeout, poll_until, try_wait_until, wait_readable,
+    TempDir, WAIT, fresh_temp_path, kill_and_reap, pid_of, poll_timeout, poll_until, try_wait_until, wait_readable,
 };
+pub(crate) use master_proto_conformance::postfix;
 
 // ---------------------------------------------------------------------------
 // Child processes.
@@ -117,28 +117,6 @@ impl<R: Read + AsFd> Collector<R> {
 
 // ---------------------------------------------------------------------------
 // Files.
-
-/// A temporary directory, removed with everything in it when dropped.
-pub(crate) struct TempDir(PathBuf);
-
-impl TempDir {
-    /// Creates a fresh directory named after `prefix` in the temp dir.
-    pub(crate) fn new(prefix: &str) -> TempDir {
-        let path = fresh_temp_path(prefix, "");
-        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
-        TempDir(path)
-    }
-
-    pub(crate) fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// The example binary `name` that cargo built for this test run.
 ///

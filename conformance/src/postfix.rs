@@ -1,5 +1,7 @@
-//! A private Postfix configuration for the real-Postfix tests: the checks
-//! before running Postfix, and a directory laid out as an installation.
+//! A private Postfix configuration for the tests that run real Postfix
+//! programs (`transport-pipe`'s `real_postfix*`, `xtask`'s
+//! `demo_real_postfix`): the checks before running Postfix, and a directory
+//! laid out as an installation.
 //!
 //! Postfix needs root, its programs, the user `postfix`, a `main.cf`, a
 //! queue directory with `pid/`, `public/` and `private/` (the latter two
@@ -12,12 +14,16 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use super::TempDir;
+use crate::harness::TempDir;
 
 /// Fails at once, saying what to do (`how_to_run`), unless this process is
 /// root and every one of `programs` exists; returns the uid of user
 /// `postfix`.
-pub(crate) fn preflight(programs: &[&str], how_to_run: &str) -> u32 {
+///
+/// # Panics
+///
+/// If any of that is missing, saying what and `how_to_run`.
+pub fn preflight(programs: &[&str], how_to_run: &str) -> u32 {
     let status = std::fs::read_to_string("/proc/self/status").expect("reading /proc/self/status");
     let euid = status
         .lines()
@@ -42,7 +48,12 @@ pub(crate) fn preflight(programs: &[&str], how_to_run: &str) -> u32 {
 /// `daemon_directory` and then `main_cf_extra`, in both of which `{dir}`
 /// stands for the directory), `conf/master.cf` if given,
 /// `queue/{pid,public,private}` and `data/`.
-pub(crate) fn private_instance(
+///
+/// # Panics
+///
+/// If the directory cannot be laid out, or its path cannot be written into
+/// `main.cf` (white space or a comma in it).
+pub fn private_instance(
     name: &str,
     postfix_uid: u32,
     daemon_directory: &str,
