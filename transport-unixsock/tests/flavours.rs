@@ -85,6 +85,15 @@ flavour!(
 
 // ---------------------------------------------------------------- helpers
 
+/// Child role: notifies each of `statuses` in turn, then exits 0.
+fn notify_and_exit<T: Transport + Default>(statuses: impl IntoIterator<Item = Status>) -> ! {
+    let sink = child_sink::<T>();
+    for status in statuses {
+        sink.notify(status).unwrap_or_else(|e| fail(format_args!("notify {status:?}: {e}")));
+    }
+    std::process::exit(0)
+}
+
 /// Spawns a child in `role` with the transport's end of `source` and one
 /// listen socket, registered under its pid; stdin and stdout null.
 fn spawn<T: Transport>(ctx: &Ctx, t: &T, source: &mut T::Source, role: &str, generation: u32) -> Kid {
@@ -190,9 +199,7 @@ fn declares_its_capabilities<T: Transport + Default>(_ctx: &Ctx) {
 fn forged_pid_is_rejected<T: Transport + Default>(ctx: &Ctx) {
     match ctx.role().as_deref() {
         Some("victim") => {
-            let sink = child_sink::<T>();
-            sink.notify(Status::TAKEN).unwrap_or_else(|e| fail(e));
-            std::process::exit(0);
+            notify_and_exit::<T>([Status::TAKEN]);
         }
         Some("forger") => {
             let mut env = ChildEnv::from_process().unwrap_or_else(|e| fail(e));
@@ -405,9 +412,7 @@ fn shutdown_ends_only_that_channel(ctx: &Ctx) {
             std::process::exit(0);
         }
         Some(_) => {
-            let sink = child_sink::<SeqPacket>();
-            sink.notify(Status::TAKEN).unwrap_or_else(|e| fail(e));
-            std::process::exit(0);
+            notify_and_exit::<SeqPacket>([Status::TAKEN]);
         }
         None => {}
     }
@@ -471,16 +476,10 @@ fn flooder_does_not_starve_others(ctx: &Ctx) {
     const FLOOD: i32 = 5_000;
     match ctx.role().as_deref() {
         Some("flooder") => {
-            let sink = child_sink::<SeqPacket>();
-            for seq in 2..2 + FLOOD {
-                sink.notify(Status(seq)).unwrap_or_else(|e| fail(e));
-            }
-            std::process::exit(0);
+            notify_and_exit::<SeqPacket>((2..2 + FLOOD).map(Status));
         }
         Some(_) => {
-            let sink = child_sink::<SeqPacket>();
-            sink.notify(Status::TAKEN).unwrap_or_else(|e| fail(e));
-            std::process::exit(0);
+            notify_and_exit::<SeqPacket>([Status::TAKEN]);
         }
         None => {}
     }
@@ -520,9 +519,7 @@ fn flooder_does_not_starve_others(ctx: &Ctx) {
 /// with its pid.
 fn update_before_registration_is_kept(ctx: &Ctx) {
     if ctx.role().is_some() {
-        let sink = child_sink::<SeqPacket>();
-        sink.notify(Status::TAKEN).unwrap_or_else(|e| fail(e));
-        std::process::exit(0);
+        notify_and_exit::<SeqPacket>([Status::TAKEN]);
     }
     let t = SeqPacket;
     let mut source = t.open().expect("open");
