@@ -1,0 +1,1 @@
+//! Peers: other IPC crates measured beside the transports (feature `peers`).
