@@ -280,6 +280,9 @@ fn plan(o: &Options, sizes: &Sizes, all: &[Subject]) -> Vec<Job> {
     jobs
 }
 
+/// The bound on one master role process.
+const MASTER_BOUND: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Runs one master role process and collects its metrics.
 fn measure(job: &Job, pin: Option<(usize, usize)>) -> Result<Map<String, Value>, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
@@ -289,7 +292,23 @@ fn measure(job: &Job, pin: Option<(usize, usize)>) -> Result<Map<String, Value>,
     if let Some((master, child)) = pin {
         cmd.args(["--master-cpu", &master.to_string(), "--child-cpu", &child.to_string()]);
     }
-    let out = cmd.stdin(Stdio::null()).output().map_err(|e| format!("cannot run the master: {e}"))?;
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = cmd.spawn().map_err(|e| format!("cannot run the master: {e}"))?;
+    let pid = child.id();
+    // The master bounds its own waits; this bound catches a master stuck in
+    // a call that has none (a peer's blocking accept, say).
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    let out = match rx.recv_timeout(MASTER_BOUND) {
+        Ok(out) => out.map_err(|e| format!("waiting for the master: {e}"))?,
+        Err(_) => {
+            if let Ok(pid) = i32::try_from(pid) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            }
+            let _ = rx.recv_timeout(roles::WAIT);
+            return Err(format!("the master did not finish within {MASTER_BOUND:?}; killed"));
+        }
+    };
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
         let last: Vec<&str> = stderr.lines().rev().take(3).collect();

@@ -143,11 +143,15 @@ fn spawn(master: &mut dyn Master, args: &RoleArgs, generation: u32, stdin: Stdio
             cmd.env(GENERATION_VAR, format!("{generation:o}"));
         }
     }
-    let child = cmd.spawn()?;
+    let mut child = cmd.spawn()?;
     // The command holds the child's descriptors until it is dropped: drop
     // it now, so the master keeps no copy of the child's end.
     drop(cmd);
-    master.spawned(generation, pid_of(&child)?);
+    if let Err(e) = master.spawned(generation, pid_of(&child)?) {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(e);
+    }
     Ok(child)
 }
 

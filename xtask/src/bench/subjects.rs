@@ -108,8 +108,9 @@ pub(crate) trait Master {
     /// Makes what one child with `generation` needs.
     fn child(&mut self, generation: u32) -> io::Result<ChildSetup>;
     /// The child with `generation` was spawned as `pid`.
-    fn spawned(&mut self, generation: u32, pid: i32) {
+    fn spawned(&mut self, generation: u32, pid: i32) -> io::Result<()> {
         let _ = (generation, pid);
+        Ok(())
     }
     /// The child `pid` was reaped.
     fn reaped(&mut self, pid: i32) {
@@ -185,8 +186,9 @@ impl<T: Transport> Master for TransportMaster<T> {
         Ok(ChildSetup { end: Some(self.transport.child_end(&mut self.source, generation)?), env: Vec::new() })
     }
 
-    fn spawned(&mut self, generation: u32, pid: i32) {
+    fn spawned(&mut self, generation: u32, pid: i32) -> io::Result<()> {
         self.transport.register_child(&mut self.source, generation, pid);
+        Ok(())
     }
 
     fn reaped(&mut self, pid: i32) {
