@@ -47,7 +47,7 @@ Prints one Markdown table per workload.
   --quick            a smoke run (under a minute): 1 repetition, small sizes
   --json PATH        also write the results as JSON, and SVG plots beside it
                      (PATH-wake_latency.svg, PATH-fan_in.svg, extension dropped)
-  --reps N           repetitions of every measurement (default 5, quick 1)
+  --reps N           repetitions of every measurement (default 3, quick 1)
   --no-pin           do not pin masters and children to separate CPUs
   --subject NAME     measure only this subject (repeatable)
   --workload NAME    run only this workload (repeatable): notify_cost,
@@ -64,31 +64,37 @@ struct Sizes {
     notifies: u64,
     wake_samples: u64,
     fan_in_children: &'static [usize],
-    fan_in_updates: u64,
+    /// Updates per fan-in run, shared out among the children...
+    fan_in_total: u64,
+    /// ...but at least this many per child.
+    fan_in_min: u64,
     death_samples: u64,
 }
 
 const FULL: Sizes = Sizes {
-    notifies: 200_000,
-    wake_samples: 2_000,
+    notifies: 100_000,
+    wake_samples: 1_000,
     fan_in_children: &[1, 4, 64, 512],
-    fan_in_updates: 1_000,
-    death_samples: 100,
+    fan_in_total: 100_000,
+    fan_in_min: 100,
+    death_samples: 50,
 };
 
 const QUICK: Sizes = Sizes {
     notifies: 20_000,
     wake_samples: 200,
     fan_in_children: &[1, 4, 64, 512],
-    fan_in_updates: 100,
+    fan_in_total: 10_000,
+    fan_in_min: 20,
     death_samples: 10,
 };
 
 impl Sizes {
     fn describe(&self) -> String {
         format!(
-            "notify_cost {} notifies; wake_latency {} samples; fan_in {} updates per child; death {} samples each way",
-            self.notifies, self.wake_samples, self.fan_in_updates, self.death_samples
+            "notify_cost {} notifies; wake_latency {} samples; fan_in {} updates per run shared by the children \
+             (at least {} each); death {} samples each way",
+            self.notifies, self.wake_samples, self.fan_in_total, self.fan_in_min, self.death_samples
         )
     }
 }
@@ -236,6 +242,7 @@ fn role_main(role: &str, o: &Options) -> ExitCode {
                 out.flush()
             }
             "child" => roles::child_main(&args),
+            "victim" => roles::victim_main(&args),
             other => Err(io::Error::other(format!("no role {other}"))),
         }
     })();
@@ -269,10 +276,15 @@ fn plan(o: &Options, sizes: &Sizes, all: &[Subject]) -> Vec<Job> {
             let (children, count): (&[usize], u64) = match w {
                 Workload::NotifyCost => (&[1], sizes.notifies),
                 Workload::WakeLatency => (&[1], sizes.wake_samples),
-                Workload::FanIn => (sizes.fan_in_children, sizes.fan_in_updates),
+                Workload::FanIn => (sizes.fan_in_children, 0),
                 Workload::DeathMasterToChild | Workload::DeathChildToMaster => (&[1], sizes.death_samples),
             };
             for &n in children {
+                let count = if w == Workload::FanIn {
+                    (sizes.fan_in_total / u64::try_from(n).unwrap_or(u64::MAX).max(1)).max(sizes.fan_in_min)
+                } else {
+                    count
+                };
                 jobs.push(Job { workload: w, subject: *s, children: n, count });
             }
         }
@@ -325,7 +337,7 @@ fn measure(job: &Job, pin: Option<(usize, usize)>) -> Result<Map<String, Value>,
 
 fn run(o: &Options) -> io::Result<ExitCode> {
     let sizes = if o.quick { QUICK } else { FULL };
-    let reps = o.reps.unwrap_or(if o.quick { 1 } else { 5 }).max(1);
+    let reps = o.reps.unwrap_or(if o.quick { 1 } else { 3 }).max(1);
     let machine = sys::Machine::here();
     let pin = (!o.no_pin && machine.cores >= 2).then_some((0, 1));
     let pinning = match pin {

@@ -200,7 +200,14 @@ fn iceoryx_services(
     Ok((pubsub, event))
 }
 
+/// iceoryx2 logs each notification its full socket drops, and that it found
+/// no config file: errors only, so a run's output stays readable.
+fn quiet_iceoryx2() {
+    iceoryx2::prelude::set_log_level(iceoryx2::prelude::LogLevel::Error);
+}
+
 fn open_iceoryx2() -> io::Result<Box<dyn Master>> {
+    quiet_iceoryx2();
     let node = NodeBuilder::new().create::<Ipc>().map_err(err)?;
     let name = format!("master-proto-bench/{}/{}", std::process::id(), super::sys::mono_ns());
     let (pubsub, event) = iceoryx_services(&node, &name)?;
@@ -231,6 +238,7 @@ impl Sender for IceoryxSender {
 }
 
 fn sender_iceoryx2() -> io::Result<Box<dyn Sender>> {
+    quiet_iceoryx2();
     let (pid, generation) = identity()?;
     let node = NodeBuilder::new().create::<Ipc>().map_err(err)?;
     let (pubsub, event) = iceoryx_services(&node, &channel_name()?)?;

@@ -26,6 +26,8 @@ pub(crate) const METRICS: &[&str] = &[
     "lost",
     "torn",
     "duplicated",
+    "kill_p50_ns",
+    "kill_p99_ns",
 ];
 
 /// The metric a workload is compared on.
@@ -252,8 +254,8 @@ pub(crate) fn to_markdown(info: &RunInfo, all: &[Runs]) -> String {
                 "| subject | children | updates/s | min–max | master peak RSS KiB | lost/torn/dup | ÷ floor | ÷ pipe |",
             ),
             Workload::DeathMasterToChild => (
-                "death master → child (master closes its end; child's disconnect fd fires)",
-                "| subject | p50 µs | min–max | p99 µs | ÷ pipe |",
+                "death master → child (master closes its end, or is SIGKILLed; child's disconnect fd fires)",
+                "| subject | close p50 µs | min–max | close p99 µs | SIGKILL p50 µs | SIGKILL p99 µs | ÷ pipe |",
             ),
             Workload::DeathChildToMaster => (
                 "death child → master (child SIGKILLed; master learns it by SIGCHLD on a signalfd + waitpid)",
@@ -300,7 +302,14 @@ pub(crate) fn to_markdown(info: &RunInfo, all: &[Runs]) -> String {
                         count("duplicated"),
                     )
                 }
-                Workload::DeathMasterToChild | Workload::DeathChildToMaster => {
+                Workload::DeathMasterToChild => format!(
+                    "| {} | {med} | {range} | {} | {} | {} | {to_pipe} |",
+                    r.subject.name,
+                    opt_us("p99_ns"),
+                    opt_us("kill_p50_ns"),
+                    opt_us("kill_p99_ns")
+                ),
+                Workload::DeathChildToMaster => {
                     format!("| {} | {med} | {range} | {} | {to_pipe} |", r.subject.name, opt_us("p99_ns"))
                 }
             };
@@ -356,7 +365,8 @@ pub(crate) fn check_json(doc: &Value) -> Result<(), Vec<String>> {
                 let mut need = vec![main_metric(w)];
                 match w {
                     Workload::WakeLatency => need.extend(["p99_ns", "p999_ns"]),
-                    Workload::DeathMasterToChild | Workload::DeathChildToMaster => need.push("p99_ns"),
+                    Workload::DeathMasterToChild => need.extend(["p99_ns", "kill_p50_ns", "kill_p99_ns"]),
+                    Workload::DeathChildToMaster => need.push("p99_ns"),
                     Workload::FanIn => need.extend(["master_peak_rss_kib", "sent", "received", "lost"]),
                     Workload::NotifyCost => {}
                 }

@@ -91,7 +91,10 @@ pub(crate) fn child_main(args: &RoleArgs) -> io::Result<()> {
             writeln!(out, "{}", line.join(" "))?;
         }
         Workload::FanIn => {
-            // The start signal: end of file on stdin, for all children at once.
+            // Ready (stdout is a pipe shared by all children), then the start
+            // signal: end of file on stdin, for all children at once.
+            out.write_all(b"r")?;
+            out.flush()?;
             let mut sink = Vec::new();
             io::stdin().lock().read_to_end(&mut sink)?;
             for k in 0..args.count {
@@ -354,19 +357,52 @@ impl Delivery {
     }
 }
 
+/// Children that are killed and reaped if the measurement ends early, so
+/// none outlives its master and disturbs the next measurement.
+struct Reaper(Vec<Child>);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            if matches!(child.try_wait(), Ok(None)) {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
 fn fan_in(args: &RoleArgs) -> io::Result<Map<String, Value>> {
     let mut master = (args.subject.open)()?;
     let (go_read, go_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+    let (ready_read, ready_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
     let mut delivery = Delivery::default();
-    let mut children = Vec::with_capacity(args.children);
+    let mut children = Reaper(Vec::with_capacity(args.children));
     for i in 0..args.children {
         let generation = u32::try_from(i + 1).map_err(err)?;
         let stdin = Stdio::from(go_read.try_clone()?);
-        let child = spawn(master.as_mut(), args, generation, stdin, Stdio::null())?;
+        let stdout = Stdio::from(ready_write.try_clone()?);
+        let child = spawn(master.as_mut(), args, generation, stdin, stdout)?;
         delivery.expect(pid_of(&child)?, generation);
-        children.push(child);
+        children.0.push(child);
     }
     drop(go_read);
+    drop(ready_write);
+    // Every child has built its sender before any starts: a subject whose
+    // set-up is slow is not measured while others already send.
+    let deadline = Instant::now() + WAIT;
+    let (mut ready, mut buf) = (0, [0u8; 512]);
+    while ready < args.children {
+        if !sys::wait_readable(ready_read.as_fd(), deadline.saturating_duration_since(Instant::now()))? {
+            return Err(err(format!("waited {WAIT:?} for {} children to be ready, {ready} are", args.children)));
+        }
+        match nix::unistd::read(&ready_read, &mut buf) {
+            Ok(0) => return Err(err(format!("{} children exited before they were ready", args.children - ready))),
+            Ok(n) => ready += n,
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
     let sent = args.count * u64::try_from(args.children).map_err(err)?;
     let go = Instant::now();
     drop::<OwnedFd>(go_write);
@@ -374,7 +410,7 @@ fn fan_in(args: &RoleArgs) -> io::Result<Map<String, Value>> {
     // wake-up from the start signal is not part of it.
     let mut first: Option<(Instant, u64)> = None;
     let mut last = go;
-    let mut exited = vec![false; children.len()];
+    let mut exited = vec![false; children.0.len()];
     let deadline = go + WAIT * 2;
     loop {
         master.wait(Duration::from_millis(20))?;
@@ -390,7 +426,7 @@ fn fan_in(args: &RoleArgs) -> io::Result<Map<String, Value>> {
         }
         if delivery.received == before {
             // Quiet: have all children exited? Then one last drain ends it.
-            for (child, done) in children.iter_mut().zip(exited.iter_mut()) {
+            for (child, done) in children.0.iter_mut().zip(exited.iter_mut()) {
                 if !*done && child.try_wait()?.is_some() {
                     *done = true;
                 }
@@ -414,7 +450,7 @@ fn fan_in(args: &RoleArgs) -> io::Result<Map<String, Value>> {
         }
     }
     let (start, in_first_drain) = first.ok_or_else(|| err("no update arrived"))?;
-    for child in &mut children {
+    for child in &mut children.0 {
         let pid = pid_of(child)?;
         reap(child, "a fan-in child")?;
         master.reaped(pid);
@@ -449,6 +485,65 @@ fn percentiles(samples: &[u64]) -> io::Result<Map<String, Value>> {
     Ok(out)
 }
 
+/// Runs a victim role: a master that opens the channel, spawns one child
+/// (whose stdout is this process's, so its lines reach the role master
+/// that spawned this one), says the child's pid, and waits to be killed.
+pub(crate) fn victim_main(args: &RoleArgs) -> io::Result<()> {
+    let mut master = (args.subject.open)()?;
+    let child = spawn(master.as_mut(), args, 1, Stdio::null(), Stdio::inherit())?;
+    let mut out = io::stdout().lock();
+    writeln!(out, "child {}", child.id())?;
+    out.flush()?;
+    let deadline = Instant::now() + WAIT;
+    while !sys::wait_readable(io::stdin().as_fd(), deadline.saturating_duration_since(Instant::now()))? {
+        if Instant::now() >= deadline {
+            return Err(err(format!("waited {WAIT:?} to be killed")));
+        }
+    }
+    Ok(())
+}
+
+/// Master -> child when the master is SIGKILLed: a victim master process
+/// per sample; its child's timestamp against the moment of the kill.
+fn death_master_killed(args: &RoleArgs) -> io::Result<Vec<u64>> {
+    // The victim's child outlives it: as a subreaper this process inherits
+    // and reaps it.
+    nix::sys::prctl::set_child_subreaper(true)?;
+    let mut samples = Vec::new();
+    for _ in 0..args.count {
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.args(["bench", "--role", "victim", "--workload", args.workload.name(), "--subject", args.subject.name]);
+        if let Some(cpu) = args.child_cpu {
+            cmd.args(["--child-cpu", &cpu.to_string()]);
+        }
+        let mut victim = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn()?;
+        let mut stdout = BufReader::new(victim.stdout.take().ok_or_else(|| err("no stdout"))?);
+        let (mut child, mut ready) = (None, false);
+        while child.is_none() || !ready {
+            let line = read_line(&mut stdout, "the victim's child is ready")?;
+            match line.strip_prefix("child ") {
+                Some(pid) => child = Some(pid.parse::<i32>().map_err(|_| err(format!("bad pid line {line:?}")))?),
+                None if line == "ready" => ready = true,
+                None => return Err(err(format!("unexpected line {line:?}"))),
+            }
+        }
+        let killed = sys::mono_ns();
+        victim.kill()?;
+        victim.wait()?;
+        let fired = read_line(&mut stdout, "its disconnect time")?;
+        let fired: u64 = fired.parse().map_err(|_| err(format!("the child reported {fired:?}, not a time")))?;
+        if let Some(pid) = child {
+            // The child exits right after its report (or at its own bound).
+            match waitpid(Pid::from_raw(pid), None)? {
+                WaitStatus::Exited(_, 0) => {}
+                other => return Err(err(format!("the orphaned child ended with {other:?}"))),
+            }
+        }
+        samples.push(fired.saturating_sub(killed));
+    }
+    Ok(samples)
+}
+
 fn death_master_to_child(args: &RoleArgs) -> io::Result<Map<String, Value>> {
     let mut samples = Vec::new();
     for _ in 0..args.count {
@@ -466,7 +561,11 @@ fn death_master_to_child(args: &RoleArgs) -> io::Result<Map<String, Value>> {
         reap(&mut child, "the disconnected child")?;
         samples.push(fired.saturating_sub(closed));
     }
-    percentiles(&samples)
+    let mut out = percentiles(&samples)?;
+    let killed = histogram(&death_master_killed(args)?)?;
+    out.insert("kill_p50_ns".into(), json!(killed.value_at_quantile(0.5)));
+    out.insert("kill_p99_ns".into(), json!(killed.value_at_quantile(0.99)));
+    Ok(out)
 }
 
 fn death_child_to_master(args: &RoleArgs) -> io::Result<Map<String, Value>> {
