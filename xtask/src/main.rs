@@ -1,6 +1,6 @@
 //! Project tasks, run as `cargo xtask <task>`.
 //!
-//! - `bench`: every transport side by side (see [`bench`]);
+//! - `bench`: every transport side by side (see [`mod@bench`]);
 //! - `demo`: a real prefork master (see [`demo`]).
 
 use std::ffi::OsString;

@@ -56,12 +56,6 @@ pub(crate) fn subjects() -> Vec<Subject> {
     ]
 }
 
-/// Peers that cannot be measured at all on this build (none: every peer
-/// builds with the feature; run-time failures are rows of their own).
-pub(crate) fn notes() -> Vec<String> {
-    Vec::new()
-}
-
 /// This child's pid and generation, as a transport's sink binds them.
 fn identity() -> io::Result<(i32, u32)> {
     let generation = parse_generation(std::env::var(GENERATION_VAR).ok().as_deref()).map_err(err)?;
