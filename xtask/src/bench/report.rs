@@ -143,6 +143,18 @@ fn ratio(all: &[Runs], r: &Runs, to: Option<&str>) -> Option<f64> {
     (other > 0.0).then(|| mine / other)
 }
 
+/// A JSON number: an integer when the value is a whole number (counts,
+/// nanoseconds), else a float.
+fn number(x: f64) -> Value {
+    if x.fract() == 0.0 && (0.0..9.0e15).contains(&x) {
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "whole, non-negative, below 2^53")]
+        let n = x as u64;
+        json!(n)
+    } else {
+        json!(x)
+    }
+}
+
 /// The JSON document of a run.
 pub(crate) fn to_json(info: &RunInfo, all: &[Runs]) -> Value {
     let rows: Vec<Value> = all
@@ -154,9 +166,9 @@ pub(crate) fn to_json(info: &RunInfo, all: &[Runs]) -> Value {
             row.insert("children".into(), json!(r.children));
             for metric in METRICS {
                 if let (Some(m), Some((lo, hi))) = (r.median(metric), r.min_max(metric)) {
-                    row.insert((*metric).into(), json!(m));
-                    row.insert(format!("{metric}_min"), json!(lo));
-                    row.insert(format!("{metric}_max"), json!(hi));
+                    row.insert((*metric).into(), number(m));
+                    row.insert(format!("{metric}_min"), number(lo));
+                    row.insert(format!("{metric}_max"), number(hi));
                 }
             }
             let ok = r.reps.iter().filter(|x| x.is_ok()).count();
@@ -422,6 +434,14 @@ mod tests {
             }
         }
         json!({ "machine": { "cpu_model": "x", "cores": 2, "kernel": "Linux 6" }, "rows": rows })
+    }
+
+    #[test]
+    fn whole_numbers_are_integers() {
+        assert_eq!(number(20000.0).to_string(), "20000");
+        assert_eq!(number(0.0).to_string(), "0");
+        assert_eq!(number(2.5).to_string(), "2.5");
+        assert_eq!(number(-3.0).to_string(), "-3.0");
     }
 
     #[test]
