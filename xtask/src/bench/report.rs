@@ -1,0 +1,481 @@
+//! Results: medians over repetitions, the tables (valid Markdown), the
+//! JSON file and its check.
+//!
+//! A row is one (workload, subject, children). Each metric field holds the
+//! median over the repetitions, `<metric>_min` and `<metric>_max` the
+//! spread. The JSON's field names are fixed so scripts can read them.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde_json::{Map, Value, json};
+
+use super::subjects::{self, Kind, Subject, Workload};
+use super::sys::Machine;
+
+/// The metrics a row may carry, in the order the JSON lists them.
+pub(crate) const METRICS: &[&str] = &[
+    "ns_per_notify",
+    "p50_ns",
+    "p99_ns",
+    "p999_ns",
+    "updates_per_sec",
+    "master_peak_rss_kib",
+    "sent",
+    "received",
+    "lost",
+    "torn",
+    "duplicated",
+    "kill_p50_ns",
+    "kill_p99_ns",
+];
+
+/// The metric a workload is compared on.
+pub(crate) const fn main_metric(w: Workload) -> &'static str {
+    match w {
+        Workload::NotifyCost => "ns_per_notify",
+        Workload::WakeLatency | Workload::DeathMasterToChild | Workload::DeathChildToMaster => "p50_ns",
+        Workload::FanIn => "updates_per_sec",
+    }
+}
+
+/// The outcome of every repetition of one (workload, subject, children).
+#[derive(Debug, Clone)]
+pub(crate) struct Runs {
+    /// The workload.
+    pub(crate) workload: Workload,
+    /// The subject.
+    pub(crate) subject: Subject,
+    /// Children (fan-in), else 1.
+    pub(crate) children: usize,
+    /// Each repetition's metrics, or why it failed.
+    pub(crate) reps: Vec<Result<Map<String, Value>, String>>,
+}
+
+/// The median of `values` (the mean of the middle two for an even count).
+pub(crate) fn median(values: &[f64]) -> Option<f64> {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    Some(if v.len() % 2 == 1 { v[mid] } else { f64::midpoint(v[mid - 1], v[mid]) })
+}
+
+impl Runs {
+    fn values(&self, metric: &str) -> Vec<f64> {
+        self.reps.iter().filter_map(|r| r.as_ref().ok()?.get(metric)?.as_f64()).collect()
+    }
+
+    /// The median of a metric over the repetitions.
+    pub(crate) fn median(&self, metric: &str) -> Option<f64> {
+        median(&self.values(metric))
+    }
+
+    fn min_max(&self, metric: &str) -> Option<(f64, f64)> {
+        let v = self.values(metric);
+        let min = v.iter().copied().reduce(f64::min)?;
+        let max = v.iter().copied().reduce(f64::max)?;
+        Some((min, max))
+    }
+
+    /// The repetitions' errors, joined.
+    pub(crate) fn error(&self) -> Option<String> {
+        let errors: Vec<&str> = self.reps.iter().filter_map(|r| r.as_ref().err().map(String::as_str)).collect();
+        (!errors.is_empty()).then(|| errors.join("; "))
+    }
+
+    /// The wake-latency distribution of the repetition with the median p50:
+    /// (quantile, ns) points.
+    pub(crate) fn cdf(&self) -> Vec<(f64, f64)> {
+        let mut ok: Vec<&Map<String, Value>> = self.reps.iter().filter_map(|r| r.as_ref().ok()).collect();
+        ok.sort_by(|a, b| {
+            let p = |m: &Map<String, Value>| m.get("p50_ns").and_then(Value::as_f64).unwrap_or(f64::MAX);
+            p(a).total_cmp(&p(b))
+        });
+        let Some(mid) = ok.get(ok.len() / 2) else { return Vec::new() };
+        mid.get("cdf")
+            .and_then(Value::as_array)
+            .map(|pts| pts.iter().filter_map(|p| Some((p.get(0)?.as_f64()?, p.get(1)?.as_f64()?))).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// How a run was made, stated in every output.
+#[derive(Debug, Clone)]
+pub(crate) struct RunInfo {
+    /// The machine.
+    pub(crate) machine: Machine,
+    /// Repetitions of every measurement.
+    pub(crate) repetitions: usize,
+    /// How processes were pinned.
+    pub(crate) pinning: String,
+    /// Whether this was a `--quick` run.
+    pub(crate) quick: bool,
+    /// The sizes of the workloads, in words.
+    pub(crate) sizes: String,
+    /// Peers that could not be measured at all, with why.
+    pub(crate) peer_notes: Vec<String>,
+}
+
+fn find<'a>(all: &'a [Runs], workload: Workload, subject: &str, children: usize) -> Option<&'a Runs> {
+    all.iter().find(|r| r.workload == workload && r.subject.name == subject && r.children == children)
+}
+
+/// The subject a row is compared with as its floor, if any.
+fn floor_for(subject: &Subject, workload: Workload) -> Option<&'static str> {
+    match subject.kind {
+        Kind::Transport => Some(subjects::floor_of(subject.name)),
+        Kind::Floor if workload == Workload::NotifyCost && subject.name != "floor:syscall" => Some("floor:syscall"),
+        Kind::Floor | Kind::Peer => None,
+    }
+}
+
+fn ratio(all: &[Runs], r: &Runs, to: Option<&str>) -> Option<f64> {
+    let to = to?;
+    if to == r.subject.name {
+        return None;
+    }
+    let metric = main_metric(r.workload);
+    let other = find(all, r.workload, to, r.children)?.median(metric)?;
+    let mine = r.median(metric)?;
+    (other > 0.0).then(|| mine / other)
+}
+
+/// A JSON number: an integer when the value is a whole number (counts,
+/// nanoseconds), else a float.
+fn number(x: f64) -> Value {
+    if x.fract() == 0.0 && (0.0..9.0e15).contains(&x) {
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "whole, non-negative, below 2^53")]
+        let n = x as u64;
+        json!(n)
+    } else {
+        json!(x)
+    }
+}
+
+/// The JSON document of a run.
+pub(crate) fn to_json(info: &RunInfo, all: &[Runs]) -> Value {
+    let rows: Vec<Value> = all
+        .iter()
+        .map(|r| {
+            let mut row = Map::new();
+            row.insert("subject".into(), json!(r.subject.name));
+            row.insert("workload".into(), json!(r.workload.name()));
+            row.insert("children".into(), json!(r.children));
+            for metric in METRICS {
+                if let (Some(m), Some((lo, hi))) = (r.median(metric), r.min_max(metric)) {
+                    row.insert((*metric).into(), number(m));
+                    row.insert(format!("{metric}_min"), number(lo));
+                    row.insert(format!("{metric}_max"), number(hi));
+                }
+            }
+            let ok = r.reps.iter().filter(|x| x.is_ok()).count();
+            row.insert("repetitions".into(), json!(ok));
+            if let Some(x) = ratio(all, r, floor_for(&r.subject, r.workload)) {
+                row.insert("ratio_to_floor".into(), json!(x));
+            }
+            if let Some(x) = ratio(all, r, Some("pipe")) {
+                row.insert("ratio_to_pipe".into(), json!(x));
+            }
+            if let Some(e) = r.error() {
+                row.insert("error".into(), json!(e));
+            }
+            Value::Object(row)
+        })
+        .collect();
+    json!({
+        "machine": {
+            "cpu_model": info.machine.cpu_model,
+            "cores": info.machine.cores,
+            "kernel": info.machine.kernel,
+        },
+        "build": if cfg!(debug_assertions) { "debug" } else { "release" },
+        "repetitions": info.repetitions,
+        "pinning": info.pinning,
+        "quick": info.quick,
+        "sizes": info.sizes,
+        "peer_notes": info.peer_notes,
+        "rows": rows,
+    })
+}
+
+fn us(ns: f64) -> String {
+    let us = ns / 1000.0;
+    if us >= 100.0 {
+        format!("{us:.0}")
+    } else if us >= 10.0 {
+        format!("{us:.1}")
+    } else {
+        format!("{us:.2}")
+    }
+}
+
+fn num(x: f64) -> String {
+    if x >= 1e6 {
+        format!("{:.2}M", x / 1e6)
+    } else if x >= 1e4 {
+        format!("{:.0}k", x / 1e3)
+    } else if x >= 100.0 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.1}")
+    }
+}
+
+fn times(x: Option<f64>) -> String {
+    x.map_or_else(|| "—".to_owned(), |x| format!("{x:.2}×"))
+}
+
+/// The tables of a run, as Markdown (readable as plain text too).
+pub(crate) fn to_markdown(info: &RunInfo, all: &[Runs]) -> String {
+    let mut s = String::new();
+    let m = &info.machine;
+    let _ = writeln!(
+        s,
+        "Machine: {}, {} cores, {}. {} build, {} repetition{} per measurement (median, min–max); {}.",
+        m.cpu_model,
+        m.cores,
+        m.kernel,
+        if cfg!(debug_assertions) { "debug" } else { "release" },
+        info.repetitions,
+        if info.repetitions == 1 { "" } else { "s" },
+        info.pinning
+    );
+    let _ = writeln!(s, "Sizes: {}.", info.sizes);
+    for note in &info.peer_notes {
+        let _ = writeln!(s, "Peer not measured: {note}.");
+    }
+    for w in Workload::ALL {
+        let rows: Vec<&Runs> = all.iter().filter(|r| r.workload == w).collect();
+        if rows.is_empty() {
+            continue;
+        }
+        let _ = writeln!(s);
+        let (title, head) = match w {
+            Workload::NotifyCost => {
+                ("notify cost (child side, master draining)", "| subject | ns/notify | min–max | ÷ floor | ÷ pipe |")
+            }
+            Workload::WakeLatency => (
+                "wake latency (master asleep in poll, one update at a time)",
+                "| subject | p50 µs | min–max | p99 µs | p99.9 µs | ÷ floor | ÷ pipe |",
+            ),
+            Workload::FanIn => (
+                "fan-in (updates/s at the master; peak RSS of the master)",
+                "| subject | children | updates/s | min–max | master peak RSS KiB | lost/torn/dup | ÷ floor | ÷ pipe |",
+            ),
+            Workload::DeathMasterToChild => (
+                "death master → child (master closes its end, or is SIGKILLed; child's disconnect fd fires)",
+                "| subject | close p50 µs | min–max | close p99 µs | SIGKILL p50 µs | SIGKILL p99 µs | ÷ pipe |",
+            ),
+            Workload::DeathChildToMaster => (
+                "death child → master (child SIGKILLed; master learns it by SIGCHLD on a signalfd + waitpid)",
+                "| subject | p50 µs | min–max | p99 µs | ÷ pipe |",
+            ),
+        };
+        let _ = writeln!(s, "### {} — {title}\n", w.name());
+        let _ = writeln!(s, "{head}");
+        let cols = head.matches('|').count() - 1;
+        let _ = writeln!(s, "|{}", "---|".repeat(cols));
+        for r in rows {
+            let metric = main_metric(w);
+            let fmt = |x: f64| {
+                if w == Workload::FanIn {
+                    num(x)
+                } else if w == Workload::NotifyCost {
+                    format!("{x:.0}")
+                } else {
+                    us(x)
+                }
+            };
+            let med = r.median(metric).map_or_else(|| "—".to_owned(), fmt);
+            let range = r.min_max(metric).map_or_else(|| "—".to_owned(), |(a, b)| format!("{}–{}", fmt(a), fmt(b)));
+            let to_floor = times(ratio(all, r, floor_for(&r.subject, w)));
+            let to_pipe = times(ratio(all, r, Some("pipe")));
+            let opt_us = |k: &str| r.median(k).map_or_else(|| "—".to_owned(), us);
+            let mut line = match w {
+                Workload::NotifyCost => format!("| {} | {med} | {range} | {to_floor} | {to_pipe} |", r.subject.name),
+                Workload::WakeLatency => format!(
+                    "| {} | {med} | {range} | {} | {} | {to_floor} | {to_pipe} |",
+                    r.subject.name,
+                    opt_us("p99_ns"),
+                    opt_us("p999_ns")
+                ),
+                Workload::FanIn => {
+                    let count = |k: &str| r.min_max(k).map_or_else(|| "—".to_owned(), |(_, hi)| format!("{hi:.0}"));
+                    format!(
+                        "| {} | {} | {med} | {range} | {} | {}/{}/{} | {to_floor} | {to_pipe} |",
+                        r.subject.name,
+                        r.children,
+                        r.median("master_peak_rss_kib").map_or_else(|| "—".to_owned(), |x| format!("{x:.0}")),
+                        count("lost"),
+                        count("torn"),
+                        count("duplicated"),
+                    )
+                }
+                Workload::DeathMasterToChild => format!(
+                    "| {} | {med} | {range} | {} | {} | {} | {to_pipe} |",
+                    r.subject.name,
+                    opt_us("p99_ns"),
+                    opt_us("kill_p50_ns"),
+                    opt_us("kill_p99_ns")
+                ),
+                Workload::DeathChildToMaster => {
+                    format!("| {} | {med} | {range} | {} | {to_pipe} |", r.subject.name, opt_us("p99_ns"))
+                }
+            };
+            if let Some(e) = r.error() {
+                let e = e.replace('|', "/").replace('\n', " ");
+                let _ = write!(line, " failed: {e}");
+            }
+            let _ = writeln!(s, "{line}");
+        }
+    }
+    s
+}
+
+/// Checks a JSON document written by `--json`: the machine is stated, and
+/// every transport built here has a row for every workload, without error,
+/// with its metrics, and with nothing lost, torn or duplicated where it
+/// promises every update. Returns what is wrong.
+pub(crate) fn check_json(doc: &Value) -> Result<(), Vec<String>> {
+    let mut problems = Vec::new();
+    for field in ["cpu_model", "cores", "kernel"] {
+        if doc.pointer(&format!("/machine/{field}")).is_none_or(Value::is_null) {
+            problems.push(format!("machine.{field} is missing"));
+        }
+    }
+    let Some(rows) = doc.get("rows").and_then(Value::as_array) else {
+        problems.push("no rows array".into());
+        return Err(problems);
+    };
+    let mut seen: BTreeMap<(String, String), Vec<&Map<String, Value>>> = BTreeMap::new();
+    for row in rows {
+        let Some(row) = row.as_object() else {
+            problems.push(format!("a row is not an object: {row}"));
+            continue;
+        };
+        let field = |k: &str| row.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+        if row.get("children").and_then(Value::as_u64).is_none() {
+            problems.push(format!("row without children: {}", Value::Object(row.clone())));
+        }
+        seen.entry((field("subject"), field("workload"))).or_default().push(row);
+    }
+    for subject in subjects::all().iter().filter(|s| s.kind == Kind::Transport) {
+        for w in Workload::ALL {
+            let Some(found) = seen.get(&(subject.name.to_owned(), w.name().to_owned())) else {
+                problems.push(format!("no {} row for {}", w.name(), subject.name));
+                continue;
+            };
+            for row in found {
+                let children = row.get("children").and_then(Value::as_u64).unwrap_or(0);
+                let at = format!("{} {} (children {children})", subject.name, w.name());
+                if let Some(e) = row.get("error") {
+                    problems.push(format!("{at} failed: {e}"));
+                }
+                let mut need = vec![main_metric(w)];
+                match w {
+                    Workload::WakeLatency => need.extend(["p99_ns", "p999_ns"]),
+                    Workload::DeathMasterToChild => need.extend(["p99_ns", "kill_p50_ns", "kill_p99_ns"]),
+                    Workload::DeathChildToMaster => need.push("p99_ns"),
+                    Workload::FanIn => need.extend(["master_peak_rss_kib", "sent", "received", "lost"]),
+                    Workload::NotifyCost => {}
+                }
+                for metric in need {
+                    for key in [metric.to_owned(), format!("{metric}_min"), format!("{metric}_max")] {
+                        if row.get(&key).and_then(Value::as_f64).is_none() {
+                            problems.push(format!("{at}: {key} is missing or not a number"));
+                        }
+                    }
+                }
+                if w == Workload::FanIn && subject.every_update {
+                    for metric in ["lost", "torn", "duplicated"] {
+                        let worst = row.get(&format!("{metric}_max")).and_then(Value::as_f64);
+                        if worst != Some(0.0) {
+                            problems.push(format!("{at}: {metric} is {worst:?}, must be 0"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if problems.is_empty() { Ok(()) } else { Err(problems) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[f64::NAN, 5.0]), Some(5.0));
+    }
+
+    /// A document as a clean run of every transport would write it.
+    fn clean_doc() -> Value {
+        let mut rows = Vec::new();
+        for s in subjects::all().iter().filter(|s| s.kind == Kind::Transport) {
+            for w in Workload::ALL {
+                let mut row = Map::new();
+                row.insert("subject".into(), json!(s.name));
+                row.insert("workload".into(), json!(w.name()));
+                row.insert("children".into(), json!(1));
+                for m in METRICS {
+                    for key in [(*m).to_owned(), format!("{m}_min"), format!("{m}_max")] {
+                        let zero = ["lost", "torn", "duplicated"].iter().any(|z| key.starts_with(z));
+                        row.insert(key, json!(if zero { 0 } else { 7 }));
+                    }
+                }
+                rows.push(Value::Object(row));
+            }
+        }
+        json!({ "machine": { "cpu_model": "x", "cores": 2, "kernel": "Linux 6" }, "rows": rows })
+    }
+
+    #[test]
+    fn whole_numbers_are_integers() {
+        assert_eq!(number(20000.0).to_string(), "20000");
+        assert_eq!(number(0.0).to_string(), "0");
+        assert_eq!(number(2.5).to_string(), "2.5");
+        assert_eq!(number(-3.0).to_string(), "-3.0");
+    }
+
+    #[test]
+    fn a_clean_document_passes() {
+        assert_eq!(check_json(&clean_doc()), Ok(()));
+    }
+
+    #[test]
+    fn a_missing_transport_row_fails() {
+        let mut doc = clean_doc();
+        let rows = doc["rows"].as_array_mut().expect("rows");
+        rows.retain(|r| !(r["subject"] == "pipe" && r["workload"] == "wake_latency"));
+        let problems = check_json(&doc).expect_err("a missing row is a problem");
+        assert_eq!(problems, ["no wake_latency row for pipe"]);
+    }
+
+    #[test]
+    fn lost_updates_and_errors_fail() {
+        let mut doc = clean_doc();
+        for r in doc["rows"].as_array_mut().expect("rows") {
+            if r["subject"] == "pipe" && r["workload"] == "fan_in" {
+                r["lost_max"] = json!(3);
+                r["error"] = json!("boom");
+            }
+        }
+        let problems = check_json(&doc).expect_err("lost updates are a problem");
+        assert!(problems.iter().any(|p| p.contains("lost is Some(3.0)")), "{problems:?}");
+        assert!(problems.iter().any(|p| p.contains("failed")), "{problems:?}");
+    }
+
+    #[test]
+    fn a_missing_machine_fails() {
+        let mut doc = clean_doc();
+        doc["machine"] = json!({});
+        assert_eq!(check_json(&doc).expect_err("no machine").len(), 3);
+    }
+}

@@ -1,0 +1,543 @@
+//! What the bench measures: every transport, the raw floor of each
+//! mechanism, and (feature `peers`) other IPC crates, behind one small pair
+//! of traits ([`Master`], [`Sender`]) that the workloads drive.
+//!
+//! Transports come from `master_proto_conformance::with_transports!`, so a
+//! transport added to that list is measured with no change here. A floor
+//! does the same job with bare system calls: one 12-byte `write(2)` to a
+//! pipe, one `send(2)` on a socketpair of each type, one eventfd write, or
+//! one bare system call (`getppid`) with no channel at all.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::time::Duration;
+
+use master_proto::{
+    ChildEnd, ChildEnv, Delivery, Received, RecvError, Status, StatusSink, StatusSource, StatusUpdate, Transport,
+    WIRE_SIZE,
+};
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, recv, send, socketpair};
+
+use super::sys;
+
+/// One workload of the bench. The names are the `workload` field of the
+/// JSON rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum Workload {
+    /// One child notifies as fast as it can; ns per notify, child side.
+    NotifyCost,
+    /// The master asleep in poll; one update at a time; wake-up latency.
+    WakeLatency,
+    /// Many children each send a fixed number of updates; updates/s.
+    FanIn,
+    /// The master closes its end; the child's disconnect fd fires.
+    DeathMasterToChild,
+    /// The child is SIGKILLed; the master learns it (SIGCHLD, waitpid).
+    DeathChildToMaster,
+}
+
+impl Workload {
+    /// Every workload, in the order they are reported.
+    pub(crate) const ALL: [Workload; 5] = [
+        Workload::NotifyCost,
+        Workload::WakeLatency,
+        Workload::FanIn,
+        Workload::DeathMasterToChild,
+        Workload::DeathChildToMaster,
+    ];
+
+    /// The workload's fixed name.
+    pub(crate) const fn name(self) -> &'static str {
+        match self {
+            Workload::NotifyCost => "notify_cost",
+            Workload::WakeLatency => "wake_latency",
+            Workload::FanIn => "fan_in",
+            Workload::DeathMasterToChild => "death_master_to_child",
+            Workload::DeathChildToMaster => "death_child_to_master",
+        }
+    }
+
+    /// The workload with this name.
+    pub(crate) fn from_name(name: &str) -> Option<Workload> {
+        Workload::ALL.into_iter().find(|w| w.name() == name)
+    }
+}
+
+/// What kind of subject a row is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A transport of this project.
+    Transport,
+    /// Bare system calls: the floor of a mechanism.
+    Floor,
+    /// Another IPC crate.
+    Peer,
+}
+
+/// One item the master's side of a channel produced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Item {
+    /// A whole update.
+    Update(StatusUpdate),
+    /// Input that was not a whole update (torn, short, oversized).
+    Malformed,
+    /// A number of wake-ups that carry no data (an eventfd counter).
+    Count(u64),
+}
+
+/// How a master-side channel prepares one child.
+#[derive(Debug, Default)]
+pub(crate) struct ChildSetup {
+    /// The descriptors of the standard environment, if the subject uses it.
+    pub(crate) end: Option<ChildEnd>,
+    /// Environment variables the child needs (a peer's channel name).
+    pub(crate) env: Vec<(String, String)>,
+}
+
+/// The master's end of one subject's channel.
+pub(crate) trait Master {
+    /// Waits until something may be pending, at most `timeout`; whether it
+    /// may.
+    fn wait(&mut self, timeout: Duration) -> io::Result<bool>;
+    /// Reads everything pending without blocking, handing each item to `f`;
+    /// returns whether the channel reported that every sender is gone.
+    fn drain(&mut self, f: &mut dyn FnMut(Item)) -> io::Result<bool>;
+    /// Makes what one child with `generation` needs.
+    fn child(&mut self, generation: u32) -> io::Result<ChildSetup>;
+    /// The child with `generation` was spawned as `pid`.
+    fn spawned(&mut self, generation: u32, pid: i32) -> io::Result<()> {
+        let _ = (generation, pid);
+        Ok(())
+    }
+    /// The child `pid` was reaped.
+    fn reaped(&mut self, pid: i32) {
+        let _ = pid;
+    }
+}
+
+/// The child's end of one subject's channel.
+pub(crate) trait Sender {
+    /// Sends one update (or, for `floor:syscall`, makes one bare system
+    /// call).
+    fn send(&mut self, status: Status) -> io::Result<()>;
+    /// The descriptor that becomes readable when the master is gone, if the
+    /// subject has one.
+    fn disconnect_fd(&self) -> Option<BorrowedFd<'_>>;
+}
+
+/// A subject: its name, what it can be measured on, and how to build its
+/// two ends.
+#[derive(Clone, Copy)]
+pub(crate) struct Subject {
+    /// The `subject` field of the JSON rows.
+    pub(crate) name: &'static str,
+    /// Transport, floor or peer.
+    pub(crate) kind: Kind,
+    /// Whether every update must arrive (so lost, torn and duplicated must
+    /// be 0), as opposed to coalescing to each child's latest state.
+    pub(crate) every_update: bool,
+    /// Whether the master's side yields the updates themselves (not just a
+    /// count), so delivery can be verified update by update.
+    pub(crate) carries_updates: bool,
+    /// The workloads that apply.
+    pub(crate) workloads: &'static [Workload],
+    /// Opens the master's end.
+    pub(crate) open: fn() -> io::Result<Box<dyn Master>>,
+    /// Builds the child's end, in the child.
+    pub(crate) sender: fn() -> io::Result<Box<dyn Sender>>,
+}
+
+impl std::fmt::Debug for Subject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+// ---------------------------------------------------------------- transports
+
+/// A transport's source, as a [`Master`].
+struct TransportMaster<T: Transport> {
+    transport: T,
+    source: T::Source,
+}
+
+impl<T: Transport> Master for TransportMaster<T> {
+    fn wait(&mut self, timeout: Duration) -> io::Result<bool> {
+        sys::wait_readable(self.source.as_fd(), timeout)
+    }
+
+    fn drain(&mut self, f: &mut dyn FnMut(Item)) -> io::Result<bool> {
+        loop {
+            match self.source.try_recv() {
+                Ok(Some(Received::Update { update, .. })) => f(Item::Update(update)),
+                Ok(Some(Received::Malformed(_))) => f(Item::Malformed),
+                Ok(None) => return Ok(false),
+                Err(RecvError::Closed) => return Ok(true),
+                Err(RecvError::Io(e)) => return Err(e.into()),
+                Err(e) => return Err(io::Error::other(e)),
+            }
+        }
+    }
+
+    fn child(&mut self, generation: u32) -> io::Result<ChildSetup> {
+        Ok(ChildSetup { end: Some(self.transport.child_end(&mut self.source, generation)?), env: Vec::new() })
+    }
+
+    fn spawned(&mut self, generation: u32, pid: i32) -> io::Result<()> {
+        self.transport.register_child(&mut self.source, generation, pid);
+        Ok(())
+    }
+
+    fn reaped(&mut self, pid: i32) {
+        self.transport.forget_child(&mut self.source, pid);
+    }
+}
+
+/// A transport's sink, as a [`Sender`].
+struct TransportSender<S: StatusSink>(S);
+
+impl<S: StatusSink> Sender for TransportSender<S> {
+    fn send(&mut self, status: Status) -> io::Result<()> {
+        self.0.notify(status).map_err(io::Error::from)
+    }
+
+    fn disconnect_fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.0.disconnect_fd())
+    }
+}
+
+fn open_transport<T: Transport + Default + 'static>() -> io::Result<Box<dyn Master>> {
+    let transport = T::default();
+    let source = transport.open()?;
+    Ok(Box::new(TransportMaster { transport, source }))
+}
+
+fn transport_sender<T: Transport + Default + 'static>() -> io::Result<Box<dyn Sender>> {
+    let mut env = ChildEnv::from_process().map_err(io::Error::other)?;
+    let sink = T::default().sink(&mut env).map_err(io::Error::other)?;
+    Ok(Box::new(TransportSender(sink)))
+}
+
+fn every_update<T: Transport + Default>() -> bool {
+    T::default().caps().delivery == Delivery::EveryUpdate
+}
+
+macro_rules! transport_subjects {
+    ($($name:ident => $ty:path,)*) => {
+        vec![$(
+            Subject {
+                name: <$ty as Transport>::NAME,
+                kind: Kind::Transport,
+                every_update: every_update::<$ty>(),
+                carries_updates: true,
+                workloads: &Workload::ALL,
+                open: open_transport::<$ty>,
+                sender: transport_sender::<$ty>,
+            },
+        )*]
+    };
+}
+
+// ---------------------------------------------------------------- floors
+
+/// The mechanism of a floor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mechanism {
+    Syscall,
+    Pipe,
+    Stream,
+    Dgram,
+    Seqpacket,
+    Eventfd,
+}
+
+impl Mechanism {
+    const fn subject(self) -> &'static str {
+        match self {
+            Mechanism::Syscall => "floor:syscall",
+            Mechanism::Pipe => "floor:pipe_write",
+            Mechanism::Stream => "floor:stream_send",
+            Mechanism::Dgram => "floor:dgram_send",
+            Mechanism::Seqpacket => "floor:seqpacket_send",
+            Mechanism::Eventfd => "floor:eventfd_write",
+        }
+    }
+
+    fn from_subject(name: &str) -> Option<Mechanism> {
+        [
+            Mechanism::Syscall,
+            Mechanism::Pipe,
+            Mechanism::Stream,
+            Mechanism::Dgram,
+            Mechanism::Seqpacket,
+            Mechanism::Eventfd,
+        ]
+        .into_iter()
+        .find(|m| m.subject() == name)
+    }
+
+    /// Creates the channel: (master's end, child's end), both close-on-exec.
+    fn channel(self) -> io::Result<(OwnedFd, OwnedFd)> {
+        let socket = |ty| -> io::Result<(OwnedFd, OwnedFd)> {
+            Ok(socketpair(AddressFamily::Unix, ty, None, SockFlag::SOCK_CLOEXEC)?)
+        };
+        match self {
+            Mechanism::Syscall | Mechanism::Pipe => Ok(nix::unistd::pipe2(OFlag::O_CLOEXEC)?),
+            Mechanism::Stream => socket(SockType::Stream),
+            Mechanism::Dgram => socket(SockType::Datagram),
+            Mechanism::Seqpacket => socket(SockType::SeqPacket),
+            Mechanism::Eventfd => {
+                let master = OwnedFd::from(EventFd::from_flags(EfdFlags::EFD_CLOEXEC)?);
+                let child = master.try_clone()?;
+                Ok((master, child))
+            }
+        }
+    }
+}
+
+/// The master's end of a floor: bare reads of the channel.
+struct FloorMaster {
+    mechanism: Mechanism,
+    master: OwnedFd,
+    child: OwnedFd,
+    /// A partial record carried between reads of a byte stream.
+    partial: Vec<u8>,
+    buf: Vec<u8>,
+}
+
+impl Master for FloorMaster {
+    fn wait(&mut self, timeout: Duration) -> io::Result<bool> {
+        sys::wait_readable(self.master.as_fd(), timeout)
+    }
+
+    fn drain(&mut self, f: &mut dyn FnMut(Item)) -> io::Result<bool> {
+        let fd = self.master.as_raw_fd();
+        loop {
+            let n = match self.mechanism {
+                Mechanism::Syscall => return Ok(false),
+                Mechanism::Eventfd => match nix::unistd::read(&self.master, &mut self.buf[..8]) {
+                    Ok(8) => {
+                        f(Item::Count(u64::from_ne_bytes(self.buf[..8].try_into().unwrap_or([0; 8]))));
+                        continue;
+                    }
+                    Ok(n) => return Err(io::Error::other(format!("eventfd read returned {n} bytes"))),
+                    Err(Errno::EAGAIN) => return Ok(false),
+                    Err(Errno::EINTR) => continue,
+                    Err(e) => return Err(e.into()),
+                },
+                Mechanism::Pipe => nix::unistd::read(&self.master, &mut self.buf),
+                Mechanism::Stream | Mechanism::Dgram | Mechanism::Seqpacket => {
+                    recv(fd, &mut self.buf, MsgFlags::MSG_DONTWAIT)
+                }
+            };
+            match n {
+                Ok(0) if matches!(self.mechanism, Mechanism::Pipe | Mechanism::Stream) => {
+                    if !self.partial.is_empty() {
+                        self.partial.clear();
+                        f(Item::Malformed);
+                    }
+                    return Ok(true);
+                }
+                Ok(n) if matches!(self.mechanism, Mechanism::Pipe | Mechanism::Stream) => {
+                    self.partial.extend_from_slice(&self.buf[..n]);
+                    let whole = self.partial.len() / WIRE_SIZE * WIRE_SIZE;
+                    for record in self.partial[..whole].chunks_exact(WIRE_SIZE) {
+                        f(Item::Update(StatusUpdate::decode(record.try_into().unwrap_or(&[0; WIRE_SIZE]))));
+                    }
+                    self.partial.drain(..whole);
+                }
+                Ok(n) => match StatusUpdate::decode_packet(&self.buf[..n]) {
+                    Ok(update) => f(Item::Update(update)),
+                    Err(_) => f(Item::Malformed),
+                },
+                Err(Errno::EAGAIN) => return Ok(false),
+                Err(Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn child(&mut self, _generation: u32) -> io::Result<ChildSetup> {
+        let end = ChildEnd { transport: self.mechanism.subject(), status: self.child.try_clone()?, aux: Vec::new() };
+        Ok(ChildSetup { end: Some(end), env: Vec::new() })
+    }
+}
+
+/// The child's end of a floor: one bare system call per update.
+struct FloorSender {
+    mechanism: Mechanism,
+    fd: OwnedFd,
+    pid: i32,
+    generation: u32,
+}
+
+impl Sender for FloorSender {
+    fn send(&mut self, status: Status) -> io::Result<()> {
+        let record = StatusUpdate { pid: self.pid, generation: self.generation, status }.encode();
+        let raw = self.fd.as_raw_fd();
+        loop {
+            let sent = match self.mechanism {
+                Mechanism::Syscall => {
+                    std::hint::black_box(nix::unistd::getppid());
+                    return Ok(());
+                }
+                Mechanism::Pipe => nix::unistd::write(&self.fd, &record),
+                Mechanism::Eventfd => nix::unistd::write(&self.fd, &1u64.to_ne_bytes()),
+                Mechanism::Stream | Mechanism::Dgram | Mechanism::Seqpacket => {
+                    send(raw, &record, MsgFlags::MSG_NOSIGNAL)
+                }
+            };
+            match sent {
+                Ok(n) if n == record.len() || (self.mechanism == Mechanism::Eventfd && n == 8) => return Ok(()),
+                Ok(n) => return Err(io::Error::other(format!("short write: {n} bytes"))),
+                Err(Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn disconnect_fd(&self) -> Option<BorrowedFd<'_>> {
+        None
+    }
+}
+
+fn open_floor(name: &str) -> io::Result<Box<dyn Master>> {
+    let mechanism = Mechanism::from_subject(name).ok_or_else(|| io::Error::other(format!("no floor {name}")))?;
+    let (master, child) = mechanism.channel()?;
+    // For an eventfd both ends are one open file, so the child's writes are
+    // non-blocking too; a write to an eventfd only blocks near a counter of
+    // u64::MAX, which a run never reaches.
+    nix::fcntl::fcntl(&master, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
+    Ok(Box::new(FloorMaster { mechanism, master, child, partial: Vec::new(), buf: vec![0; 64 * 1024] }))
+}
+
+fn floor_sender(name: &str) -> io::Result<Box<dyn Sender>> {
+    let mechanism = Mechanism::from_subject(name).ok_or_else(|| io::Error::other(format!("no floor {name}")))?;
+    let mut env = ChildEnv::from_process().map_err(io::Error::other)?;
+    let fd = env.take_status().map_err(io::Error::other)?;
+    Ok(Box::new(FloorSender { mechanism, fd, pid: env.pid, generation: env.generation }))
+}
+
+macro_rules! floors {
+    ($($fn_open:ident, $fn_sender:ident, $mechanism:expr, $workloads:expr;)*) => {
+        $(
+            fn $fn_open() -> io::Result<Box<dyn Master>> {
+                open_floor($mechanism.subject())
+            }
+            fn $fn_sender() -> io::Result<Box<dyn Sender>> {
+                floor_sender($mechanism.subject())
+            }
+        )*
+        fn floor_subjects() -> Vec<Subject> {
+            vec![$(Subject {
+                name: $mechanism.subject(),
+                kind: Kind::Floor,
+                every_update: true,
+                carries_updates: $mechanism != Mechanism::Eventfd,
+                workloads: $workloads,
+                open: $fn_open,
+                sender: $fn_sender,
+            },)*]
+        }
+    };
+}
+
+/// The workloads a floor with a channel applies to (no death detection:
+/// a floor has no lifeline of its own).
+const CHANNEL_FLOOR: &[Workload] = &[Workload::NotifyCost, Workload::WakeLatency, Workload::FanIn];
+
+floors! {
+    open_syscall, sender_syscall, Mechanism::Syscall, &[Workload::NotifyCost];
+    open_pipe, sender_pipe, Mechanism::Pipe, CHANNEL_FLOOR;
+    open_stream, sender_stream, Mechanism::Stream, CHANNEL_FLOOR;
+    open_dgram, sender_dgram, Mechanism::Dgram, CHANNEL_FLOOR;
+    open_seqpacket, sender_seqpacket, Mechanism::Seqpacket, CHANNEL_FLOOR;
+    open_eventfd, sender_eventfd, Mechanism::Eventfd, CHANNEL_FLOOR;
+}
+
+/// The floor a transport is compared with: the raw call its mechanism
+/// makes per update.
+pub(crate) fn floor_of(transport: &str) -> &'static str {
+    match transport {
+        "pipe" => Mechanism::Pipe.subject(),
+        "duplex" => Mechanism::Stream.subject(),
+        "dgram" => Mechanism::Dgram.subject(),
+        "seqpacket" => Mechanism::Seqpacket.subject(),
+        "memfd" => Mechanism::Eventfd.subject(),
+        _ => Mechanism::Syscall.subject(),
+    }
+}
+
+/// Every subject built here: transports, floors, then peers (feature
+/// `peers`).
+pub(crate) fn all() -> Vec<Subject> {
+    let mut subjects: Vec<Subject> = master_proto_conformance::with_transports!(transport_subjects);
+    subjects.extend(floor_subjects());
+    #[cfg(feature = "peers")]
+    subjects.extend(super::peers::subjects());
+    subjects
+}
+
+/// The subject with this name.
+pub(crate) fn find(name: &str) -> Option<Subject> {
+    all().into_iter().find(|s| s.name == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_transport_is_a_subject_with_every_workload() {
+        let subjects = all();
+        for name in master_proto_conformance::TRANSPORT_NAMES {
+            let s = subjects.iter().find(|s| s.name == *name).unwrap_or_else(|| panic!("{name} is not a subject"));
+            assert_eq!(s.kind, Kind::Transport);
+            assert_eq!(s.workloads, &Workload::ALL);
+        }
+        let mut names: Vec<_> = subjects.iter().map(|s| s.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), subjects.len(), "subject names are unique");
+    }
+
+    #[test]
+    fn workload_names_round_trip() {
+        for w in Workload::ALL {
+            assert_eq!(Workload::from_name(w.name()), Some(w));
+        }
+        assert_eq!(Workload::from_name("fan-in"), None);
+    }
+
+    #[test]
+    fn stream_floor_reassembles_records_split_across_reads() {
+        let mut master = FloorMaster {
+            mechanism: Mechanism::Pipe,
+            master: OwnedFd::from(std::fs::File::open("/dev/null").expect("open /dev/null")),
+            child: OwnedFd::from(std::fs::File::open("/dev/null").expect("open /dev/null")),
+            partial: Vec::new(),
+            buf: vec![0; 64],
+        };
+        let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).expect("pipe");
+        master.master = r;
+        let a = StatusUpdate { pid: 7, generation: 9, status: Status::TAKEN }.encode();
+        let b = StatusUpdate { pid: 8, generation: 10, status: Status::AVAIL }.encode();
+        let mut got = Vec::new();
+        nix::unistd::write(&w, &a[..5]).expect("write");
+        master.drain(&mut |i| got.push(i)).expect("drain");
+        assert!(got.is_empty(), "half a record is not an update: {got:?}");
+        nix::unistd::write(&w, &a[5..]).expect("write");
+        nix::unistd::write(&w, &b).expect("write");
+        nix::unistd::write(&w, &b[..3]).expect("write");
+        drop(w);
+        let closed = master.drain(&mut |i| got.push(i)).expect("drain");
+        assert!(closed, "end of file is reported");
+        assert_eq!(
+            got,
+            [Item::Update(StatusUpdate::decode(&a)), Item::Update(StatusUpdate::decode(&b)), Item::Malformed]
+        );
+    }
+}
