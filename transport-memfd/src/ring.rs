@@ -230,10 +230,23 @@ impl Consumer {
         Consumer { mask: capacity - 1, tail: 0, head: 0, unpublished: 0, wake_due: false }
     }
 
-    /// Prepares fresh ring memory for this consumer: writes the capacity and
-    /// zero indices. Call before the producer can see the memory.
+    /// Prepares ring memory holding anything for this consumer: zeroes it
+    /// all and writes the capacity. Call before the producer can see the
+    /// memory. (The master's new memfds read as zeros already and take
+    /// [`init_zeroed`](Self::init_zeroed).)
+    #[cfg(test)]
     pub(crate) fn init(&self, words: &[AtomicU32]) {
         for w in words {
+            w.store(0, Ordering::Relaxed);
+        }
+        words[CAPACITY].store(self.mask + 1, Ordering::Release);
+    }
+
+    /// Prepares ring memory known to read as zeros (a new memfd): writes
+    /// the header only, so that the slots' pages stay untouched, and not
+    /// resident, until records reach them.
+    pub(crate) fn init_zeroed(&self, words: &[AtomicU32]) {
+        for w in &words[..SLOTS] {
             w.store(0, Ordering::Relaxed);
         }
         words[CAPACITY].store(self.mask + 1, Ordering::Release);

@@ -10,10 +10,13 @@ use master_proto::{Malformed, Received, RecvError, Sender, StatusSource};
 use crate::ring::{self, ARMED, ASLEEP, AtomicU32, Consumer, FENCE, GONE, Item, LIFE, Ordering, TAIL};
 use crate::sys::{self, ControlArea, Mapping};
 
-/// Slots in each child's ring (16 bytes each): enough for a burst of
-/// updates while the master is busy elsewhere, small enough for hundreds of
-/// children.
-pub const RING_SLOTS: u32 = 1024;
+/// Slots in each child's ring (16 bytes each, 128 KiB a ring): enough for
+/// a burst of updates while the master is busy elsewhere, and few futex
+/// sleeps for a child that outruns the master (it sleeps once per quarter
+/// ring at most). The slots' pages become resident only as records reach
+/// them, so hundreds of children that send a few updates each cost the
+/// master little memory.
+pub const RING_SLOTS: u32 = 8192;
 
 /// Records taken from one ring in a row before the scan moves on, so a busy
 /// child cannot starve the others.
@@ -156,7 +159,8 @@ impl MemfdSource {
         let fd = sys::memfd(c"master-proto-memfd-ring", len)?;
         sys::seal(fd.as_fd(), false)?;
         let mapping = Mapping::shared(fd.as_fd(), len, true)?;
-        consumer.init(mapping.words());
+        // A new memfd reads as zeros: only the header needs writing.
+        consumer.init_zeroed(mapping.words());
         let fds =
             [fd, self.control.fd().try_clone_to_owned()?, self.doorbell.try_clone()?, self.lifeline_read.try_clone()?];
         // Only once nothing can fail any more: no ring without a child end.
