@@ -61,14 +61,7 @@ pub(crate) fn wake_latency(path: &Path, runs: &[Runs]) -> PlotResult {
         .x_desc("quantile, in nines (0 = p0, 1 = p90, 2 = p99, 3 = p99.9)")
         .y_desc("latency (µs, log)")
         .draw()?;
-    for (i, (name, pts)) in series.into_iter().enumerate() {
-        let c = colour(i);
-        chart
-            .draw_series(LineSeries::new(pts, c.stroke_width(2)))?
-            .label(name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
-    }
-    chart.configure_series_labels().position(SeriesLabelPosition::UpperLeft).border_style(BLACK).draw()?;
+    draw_lines(&mut chart, series, SeriesLabelPosition::UpperLeft)?;
     root.present()?;
     Ok(())
 }
@@ -113,6 +106,21 @@ pub(crate) fn fan_in(path: &Path, runs: &[Runs]) -> PlotResult {
         .y_label_area_size(70)
         .build_cartesian_2d((1f64..x_max * 1.2).log_scale(), (lo..hi).log_scale())?;
     chart.configure_mesh().x_desc("children (log)").y_desc("updates/s (log)").draw()?;
+    draw_lines(&mut chart, series, SeriesLabelPosition::LowerLeft)?;
+    root.present()?;
+    Ok(())
+}
+
+/// Draws one coloured line per subject, with a legend at `legend`.
+fn draw_lines<'a, X, Y>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, Y>>,
+    series: Vec<(&str, Vec<(f64, f64)>)>,
+    legend: SeriesLabelPosition,
+) -> PlotResult
+where
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
     for (i, (name, pts)) in series.into_iter().enumerate() {
         let c = colour(i);
         chart
@@ -120,7 +128,6 @@ pub(crate) fn fan_in(path: &Path, runs: &[Runs]) -> PlotResult {
             .label(name)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
     }
-    chart.configure_series_labels().position(SeriesLabelPosition::LowerLeft).border_style(BLACK).draw()?;
-    root.present()?;
+    chart.configure_series_labels().position(legend).border_style(BLACK).draw()?;
     Ok(())
 }
