@@ -60,6 +60,7 @@
 
 pub mod caps;
 pub mod env;
+pub mod lifeline;
 pub mod master;
 pub mod sink;
 pub mod source;

@@ -128,7 +128,7 @@ impl MemfdSink {
             return Ok(true);
         }
         if !self.armed {
-            return sys::fired(self.lifeline.as_fd()).map_err(NotifyError::Io);
+            return master_proto::lifeline::fired(self.lifeline.as_fd()).map_err(NotifyError::Io);
         }
         Ok(false)
     }

@@ -208,19 +208,6 @@ pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-/// Whether `fd` is readable or hung up right now (a zero-timeout poll).
-pub(crate) fn fired(fd: BorrowedFd<'_>) -> Result<bool, Errno> {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    loop {
-        let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
-        match poll(&mut fds, PollTimeout::ZERO) {
-            Ok(n) => return Ok(n > 0),
-            Err(Errno::EINTR) => {}
-            Err(errno) => return Err(errno),
-        }
-    }
-}
-
 /// Sleeps on a shared futex word while it holds `expected`, at most
 /// `timeout`. Returns when woken, when the word differs, on a signal or at
 /// the timeout; the caller re-checks its condition in every case.

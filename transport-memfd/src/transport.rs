@@ -15,9 +15,7 @@ use crate::source::MemfdSource;
 pub const CONTROL: &str = "control";
 /// Name of the auxiliary descriptor that carries the doorbell (an eventfd).
 pub const DOORBELL: &str = "doorbell";
-/// Name of the auxiliary descriptor that carries the lifeline (the read end
-/// of a pipe whose only write end the master holds).
-pub const LIFELINE: &str = "lifeline";
+pub use master_proto::lifeline::LIFELINE;
 
 /// Shared-memory status rings, one per child, in sealed memfds.
 ///

@@ -37,8 +37,7 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use crate::source::StreamSource;
 use crate::sys;
 
-/// Name of the auxiliary descriptor that carries the lifeline.
-pub const LIFELINE: &str = "lifeline";
+pub use master_proto::lifeline::LIFELINE;
 
 /// An anonymous pipe shared by a service's children, plus a lifeline.
 ///
@@ -107,7 +106,7 @@ impl StatusSink for PipeSink {
         // one after the other, and the kernel may release the lifeline
         // first: look at the lifeline before writing, so that a notify after
         // the disconnect fd fired always says Disconnected.
-        if sys::fired(self.lifeline.as_fd())? {
+        if master_proto::lifeline::fired(self.lifeline.as_fd()).map_err(NotifyError::Io)? {
             return Err(NotifyError::Disconnected);
         }
         let record = StatusUpdate { pid: self.pid, generation: self.generation, status }.encode();

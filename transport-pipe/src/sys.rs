@@ -38,16 +38,3 @@ pub(crate) fn write_all(
 pub(crate) fn dup(fd: impl AsFd) -> std::io::Result<std::os::fd::OwnedFd> {
     fd.as_fd().try_clone_to_owned()
 }
-
-/// Whether `fd` is readable or hung up right now (a zero-timeout poll).
-pub(crate) fn fired(fd: BorrowedFd<'_>) -> Result<bool, NotifyError> {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    loop {
-        let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
-        match poll(&mut fds, PollTimeout::ZERO) {
-            Ok(n) => return Ok(n > 0),
-            Err(Errno::EINTR) => {}
-            Err(errno) => return Err(NotifyError::Io(errno)),
-        }
-    }
-}

@@ -40,8 +40,7 @@ use master_proto::{Caps, ChildEnd, EnvError, Transport};
 
 use crate::packet::{PACKET_CAPS, PacketSink, PacketSource, open_pair};
 
-/// Name of the auxiliary descriptor that carries the lifeline.
-pub const LIFELINE: &str = "lifeline";
+pub use master_proto::lifeline::LIFELINE;
 
 /// A `SOCK_DGRAM` socketpair shared by a service's children, plus a
 /// lifeline; kernel-verified sender pids on Linux.

@@ -125,10 +125,7 @@ impl PacketSink {
     fn master_gone(&self) -> Result<bool, NotifyError> {
         match self.lifeline.as_ref() {
             None => Ok(false),
-            Some(l) => match sys::wait(None, Some(l.as_fd()), PollTimeout::ZERO) {
-                Ok(ready) => Ok(ready == Some(Ready::Gone)),
-                Err(errno) => Err(NotifyError::Io(errno)),
-            },
+            Some(l) => master_proto::lifeline::fired(l.as_fd()).map_err(NotifyError::Io),
         }
     }
 }
