@@ -110,7 +110,9 @@ impl MemfdSource {
             words[ARMED].store(u32::from(watch_tid.is_some()), Ordering::Relaxed);
             words[LIFE].store(watch_tid.unwrap_or(0), Ordering::Release);
         })?;
-        let (lifeline_read, lifeline_write) = sys::pipe()?;
+        // os_pipe makes both ends close-on-exec.
+        let (lifeline_read, lifeline_write) = os_pipe::pipe()?;
+        let (lifeline_read, lifeline_write) = (OwnedFd::from(lifeline_read), OwnedFd::from(lifeline_write));
         Ok(MemfdSource {
             doorbell: sys::eventfd()?,
             control,

@@ -199,15 +199,6 @@ pub(crate) fn drain_bell(fd: BorrowedFd<'_>) -> Result<(), Errno> {
     }
 }
 
-/// A close-on-exec pipe: (read end, write end).
-pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two descriptors into the array.
-    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
-    // SAFETY: pipe2 returned two new descriptors that nothing else owns.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
 /// Sleeps on a shared futex word while it holds `expected`, at most
 /// `timeout`. Returns when woken, when the word differs, on a signal or at
 /// the timeout; the caller re-checks its condition in every case.
