@@ -70,6 +70,26 @@ impl ChildRing {
         }
         item
     }
+
+    /// Up to `max` items of this ring in a row, each handed to `f`; how
+    /// many. The index is written back (and a producer waiting for room
+    /// woken) as [`next`](Self::next) does, but once per batch.
+    fn take(&mut self, max: u32, mut f: impl FnMut(Item)) -> u32 {
+        let words = self.mapping.words();
+        let mut n = 0;
+        while n < max {
+            let Some(item) = self.consumer.next(words) else {
+                self.consumer.flush(words);
+                break;
+            };
+            f(item);
+            n += 1;
+        }
+        if self.consumer.take_wake() {
+            sys::futex_wake(&words[TAIL], 1);
+        }
+        n
+    }
 }
 
 /// The master's end of a [`crate::Memfd`] channel.
@@ -230,6 +250,57 @@ impl MemfdSource {
         None
     }
 
+    /// One pass over every ring, up to [`STREAK`] items from each, handed
+    /// to `f`; how many.
+    fn sweep(&mut self, f: &mut impl FnMut(Received)) -> u32 {
+        let mut n = 0;
+        for ring in &mut self.rings {
+            let Some(pid) = ring.pid else { continue };
+            n += ring.take(STREAK, |item| f(received(item, pid)));
+        }
+        n
+    }
+
+    /// `found` records were just returned: moves the handshake on as
+    /// [`try_recv`](StatusSource::try_recv) does, one record at a time
+    /// (the first record after sleeping is returned with the children still
+    /// ringing; the second makes the master awake).
+    fn found(&mut self, found: u32) {
+        self.idle = false;
+        for _ in 0..found {
+            match self.wake {
+                Wake::Awake => return,
+                Wake::Asleep => self.wake = Wake::Waking,
+                // Keep the doorbell readable, then stop the children
+                // ringing. Should the eventfd write fail (it cannot for a
+                // valid eventfd), stay as is: children keep ringing, and
+                // the record in hand is not lost.
+                Wake::Waking => {
+                    if sys::ring_bell(self.doorbell.as_fd()).is_ok() {
+                        ring::declare_awake(self.control.words());
+                        self.wake = Wake::Awake;
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Every ring was found empty: whether to stop here while staying
+    /// awake. Awake and finding nothing for the first time, the master
+    /// stays awake, so that a child producing steadily a little slower than
+    /// the master does not ring for every update. The doorbell is readable
+    /// while awake, so a master that polls now comes straight back, and its
+    /// next empty look puts it to sleep.
+    fn stay_awake(&mut self) -> bool {
+        if self.wake == Wake::Awake && !self.idle {
+            self.idle = true;
+            return true;
+        }
+        self.idle = false;
+        false
+    }
+
     /// Nothing was pending: reset the doorbell, declare the master asleep,
     /// and look once more (no lost wake-up: a child that published before
     /// the barrier is seen now, one that publishes after it rings).
@@ -276,39 +347,41 @@ impl StatusSource for MemfdSource {
         if let Some(item) = self.pending.pop_front() {
             return Ok(Some(item));
         }
-        match self.scan() {
-            Some(item) => {
-                self.idle = false;
-                match self.wake {
-                    Wake::Awake => {}
-                    // Return the first record at once; children keep ringing
-                    // meanwhile, which keeps the doorbell readable.
-                    Wake::Asleep => self.wake = Wake::Waking,
-                    // Keep the doorbell readable, then stop the children
-                    // ringing. Should the eventfd write fail (it cannot for
-                    // a valid eventfd), stay as is: children keep ringing,
-                    // and the record in hand is not lost.
-                    Wake::Waking => {
-                        if sys::ring_bell(self.doorbell.as_fd()).is_ok() {
-                            ring::declare_awake(self.control.words());
-                            self.wake = Wake::Awake;
-                        }
-                    }
+        if let Some(item) = self.scan() {
+            self.found(1);
+            return Ok(Some(item));
+        }
+        if self.stay_awake() {
+            return Ok(None);
+        }
+        self.go_to_sleep()
+    }
+
+    /// As the provided method, in batches: each pass takes what every ring
+    /// holds (up to [`STREAK`] items a ring), writing each ring's index back
+    /// once per batch, and the handshake moves on once per pass.
+    fn drain(&mut self, mut f: impl FnMut(Received)) -> Result<usize, RecvError> {
+        let mut n = 0;
+        while let Some(item) = self.pending.pop_front() {
+            f(item);
+            n += 1;
+        }
+        loop {
+            let got = self.sweep(&mut f);
+            if got > 0 {
+                n += got as usize;
+                self.found(got);
+                continue;
+            }
+            if self.stay_awake() {
+                return Ok(n);
+            }
+            match self.go_to_sleep()? {
+                Some(item) => {
+                    f(item);
+                    n += 1;
                 }
-                Ok(Some(item))
-            }
-            // Awake and finding nothing for the first time: stay awake, so
-            // that a child producing steadily a little slower than the
-            // master does not ring for every update. The doorbell is
-            // readable while awake, so a master that polls now comes
-            // straight back, and its next empty look puts it to sleep.
-            None if self.wake == Wake::Awake && !self.idle => {
-                self.idle = true;
-                Ok(None)
-            }
-            None => {
-                self.idle = false;
-                self.go_to_sleep()
+                None => return Ok(n),
             }
         }
     }
@@ -328,3 +401,4 @@ impl Drop for MemfdSource {
         // The lifeline's write end closes when the fields drop.
     }
 }
+

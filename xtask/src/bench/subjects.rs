@@ -170,15 +170,15 @@ impl<T: Transport> Master for TransportMaster<T> {
     }
 
     fn drain(&mut self, f: &mut dyn FnMut(Item)) -> io::Result<bool> {
-        loop {
-            match self.source.try_recv() {
-                Ok(Some(Received::Update { update, .. })) => f(Item::Update(update)),
-                Ok(Some(Received::Malformed(_))) => f(Item::Malformed),
-                Ok(None) => return Ok(false),
-                Err(RecvError::Closed) => return Ok(true),
-                Err(RecvError::Io(e)) => return Err(e.into()),
-                Err(e) => return Err(io::Error::other(e)),
-            }
+        let drained = self.source.drain(|received| match received {
+            Received::Update { update, .. } => f(Item::Update(update)),
+            Received::Malformed(_) => f(Item::Malformed),
+        });
+        match drained {
+            Ok(_) => Ok(false),
+            Err(RecvError::Closed) => Ok(true),
+            Err(RecvError::Io(e)) => Err(e.into()),
+            Err(e) => Err(io::Error::other(e)),
         }
     }
 
