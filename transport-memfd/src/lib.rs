@@ -137,6 +137,7 @@ cfg_if::cfg_if! {
         #[cfg(test)]
         mod loom_models;
     } else if #[cfg(target_os = "linux")] {
+        mod biased;
         mod ring;
         mod sink;
         mod source;

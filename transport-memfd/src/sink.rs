@@ -2,13 +2,13 @@
 //! the doorbell and the lifeline.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::Mutex;
 use std::sync::atomic::compiler_fence;
 use std::time::Duration;
 
 use master_proto::{EnvError, NotifyError, Status, StatusSink, StatusUpdate};
 use nix::errno::Errno;
 
+use crate::biased::BiasedLock;
 use crate::ring::{self, ARMED, AtomicU32, CONTROL_WORDS, FENCE, Ordering, Producer, TAIL};
 use crate::sys::{self, Mapping};
 
@@ -26,7 +26,7 @@ const FULL_WAIT: Duration = Duration::from_millis(20);
 pub struct MemfdSink {
     ring: Mapping,
     control: Mapping,
-    producer: Mutex<Producer>,
+    producer: BiasedLock<Producer>,
     doorbell: OwnedFd,
     lifeline: OwnedFd,
     /// Only a compiler fence after publishing: this process is registered
@@ -70,7 +70,7 @@ impl MemfdSink {
         Ok(MemfdSink {
             ring,
             control,
-            producer: Mutex::new(producer),
+            producer: BiasedLock::new(producer),
             doorbell,
             lifeline,
             light_fence,
@@ -165,13 +165,15 @@ impl MemfdSink {
             return Err(NotifyError::Disconnected);
         }
         let words = self.ring.words();
-        {
-            let mut producer = self.producer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if !producer.has_room(words) {
-                self.wait_for_room(words, &mut producer)?;
-            }
-            producer.push(words, update);
-        }
+        self.producer
+            .with(|producer| {
+                if !producer.has_room(words) {
+                    self.wait_for_room(words, producer)?;
+                }
+                producer.push(words, update);
+                Ok(())
+            })
+            .map_err(NotifyError::Io)??;
         // Publish, then look at the master's "asleep": a store then a load,
         // which needs a full barrier on one side. With membarrier the master
         // pays it on its way to sleep; without, this fence does.
@@ -204,3 +206,4 @@ impl StatusSink for MemfdSink {
         self.generation
     }
 }
+

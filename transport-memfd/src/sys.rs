@@ -230,6 +230,8 @@ pub(crate) fn futex_wake(word: &AtomicU32, n: i32) {
 const MEMBARRIER_CMD_QUERY: libc::c_int = 0;
 const MEMBARRIER_CMD_GLOBAL_EXPEDITED: libc::c_int = 1 << 1;
 const MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED: libc::c_int = 1 << 2;
+const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_int = 1 << 3;
+const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_int = 1 << 4;
 
 fn membarrier(cmd: libc::c_int) -> io::Result<libc::c_long> {
     // SAFETY: membarrier takes integers and touches no memory.
@@ -255,6 +257,18 @@ pub(crate) fn membarrier_register() -> bool {
 /// process.
 pub(crate) fn membarrier_global() -> Result<(), Errno> {
     membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED).map(drop).map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0)))
+}
+
+/// Registers this process for private expedited membarriers; whether it
+/// could.
+pub(crate) fn membarrier_private_register() -> bool {
+    membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED).is_ok()
+}
+
+/// A full memory barrier on every running thread of this process (which
+/// registered with [`membarrier_private_register`]).
+pub(crate) fn membarrier_private() -> Result<(), Errno> {
+    membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED).map(drop).map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0)))
 }
 
 // ---------------------------------------------------------------------------

@@ -1,0 +1,262 @@
+//! A lock biased towards one thread: the thread that first takes it takes
+//! and releases it with plain loads and stores, no atomic read-modify-write
+//! and no fence; any other thread takes it through a mutex, after revoking
+//! the bias once with `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`.
+//!
+//! Why: a child's sink is shared by its threads (`Sync`), but nearly every
+//! child notifies from one thread. An uncontended mutex costs two locked
+//! instructions per notify, and on x86 each one waits for the store buffer
+//! to drain, that is for the previous notify's stores to reach the lines the
+//! master is reading: a cross-core round trip on every notify. The biased
+//! path keeps those stores in flight.
+//!
+//! # The handshake (an asymmetric Dekker)
+//!
+//! The owner, to enter: store `busy = 1`, compiler fence, load `owner`; if
+//! it still names this thread, it is in; else it clears `busy` and takes the
+//! mutex like everyone else. To leave: store `busy = 0`; if the bias was
+//! revoked meanwhile, wake a revoker sleeping on `busy`.
+//!
+//! A revoker, holding the mutex: store `owner = SHARED`, then `membarrier`,
+//! which runs a full barrier on every running thread of this process. Each
+//! of the owner's entries is then either before that barrier, and its
+//! `busy = 1` is visible, so the revoker waits for `busy == 0`; or after
+//! it, and it sees `SHARED` and takes the mutex. The bias is revoked once
+//! and for good.
+//!
+//! Where `membarrier` is not available, nobody is ever biased: every thread
+//! takes the mutex.
+
+#![allow(unsafe_code)] // Safety: the `UnsafeCell` behind the lock, and `Sync` for it (see each block).
+
+use std::cell::{Cell, UnsafeCell};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, compiler_fence};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use nix::errno::Errno;
+
+use crate::sys;
+
+/// `owner` before any thread took the lock.
+const NOBODY: u64 = 0;
+/// `owner` once the bias is revoked (or could never be granted).
+const SHARED: u64 = u64::MAX;
+
+/// How long a revoker sleeps on `busy` before it looks again (a wake-up is
+/// sent; the bound only guards against a missed one).
+const REVOKE_WAIT: Duration = Duration::from_millis(10);
+
+thread_local! {
+    /// This thread's token, [`NOBODY`] until first asked for.
+    static TOKEN: Cell<u64> = const { Cell::new(NOBODY) };
+}
+
+/// A number naming the calling thread, never reused within the process.
+#[inline]
+fn thread_token() -> u64 {
+    let token = TOKEN.get();
+    if token == NOBODY { new_thread_token() } else { token }
+}
+
+#[cold]
+fn new_thread_token() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let token = NEXT.fetch_add(1, Ordering::Relaxed);
+    TOKEN.set(token);
+    token
+}
+
+/// A value guarded by a lock biased towards the first thread that takes it.
+#[derive(Debug)]
+pub(crate) struct BiasedLock<T> {
+    value: UnsafeCell<T>,
+    /// The owner's thread token, [`NOBODY`] or [`SHARED`].
+    owner: AtomicU64,
+    /// 1 while the owner holds the lock without the mutex.
+    busy: AtomicU32,
+    /// Taken by every thread but the owner, and by the owner once revoked.
+    mutex: Mutex<()>,
+}
+
+// SAFETY: the value is reached only in `with`, which runs one closure at a
+// time: the owner's while `busy` is set and the bias stands, or one
+// holding the mutex after the bias was revoked and the owner seen out
+// (`busy == 0`, acquire). `T: Send` because the value is used from
+// whichever thread holds the lock.
+unsafe impl<T: Send> Sync for BiasedLock<T> {}
+
+/// Clears `busy` when the owner leaves, even by unwinding.
+struct Leave<'a, T>(&'a BiasedLock<T>);
+
+impl<T> Drop for Leave<'_, T> {
+    #[inline]
+    fn drop(&mut self) {
+        let lock = self.0;
+        lock.busy.store(0, Ordering::Release);
+        // A revoker may be sleeping on `busy`. A load after the store needs
+        // no fence here: the revoker's membarrier orders them (see the
+        // module's handshake).
+        if lock.owner.load(Ordering::Relaxed) == SHARED {
+            sys::futex_wake(&lock.busy, i32::MAX);
+        }
+    }
+}
+
+impl<T> BiasedLock<T> {
+    /// A lock around `value`; biased only if this process can issue
+    /// private expedited membarriers (it registers for them here).
+    pub(crate) fn new(value: T) -> BiasedLock<T> {
+        let owner = if sys::membarrier_private_register() { NOBODY } else { SHARED };
+        BiasedLock::with_owner(value, owner)
+    }
+
+    /// A lock around `value` that no thread is ever biased towards.
+    #[cfg(test)]
+    pub(crate) fn unbiased(value: T) -> BiasedLock<T> {
+        BiasedLock::with_owner(value, SHARED)
+    }
+
+    fn with_owner(value: T, owner: u64) -> BiasedLock<T> {
+        BiasedLock { value: UnsafeCell::new(value), owner: AtomicU64::new(owner), busy: AtomicU32::new(0), mutex: Mutex::new(()) }
+    }
+
+    /// Whether some thread holds the bias now.
+    #[cfg(test)]
+    pub(crate) fn is_biased(&self) -> bool {
+        !matches!(self.owner.load(Ordering::Relaxed), NOBODY | SHARED)
+    }
+
+    /// Runs `f` with the value, exclusively; the first thread ever to take
+    /// the lock becomes its owner.
+    ///
+    /// # Errors
+    ///
+    /// The errno of `membarrier` if this call had to revoke the bias and
+    /// the barrier failed (`f` is then not run).
+    #[inline(always)]
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> Result<R, Errno> {
+        let me = thread_token();
+        if self.owner.load(Ordering::Relaxed) == me {
+            self.busy.store(1, Ordering::Relaxed);
+            compiler_fence(Ordering::SeqCst);
+            let leave = Leave(self);
+            if self.owner.load(Ordering::Acquire) == me {
+                // SAFETY: the bias stands and `busy` is set: a revoker waits
+                // for `busy == 0` before the value is touched again (module
+                // docs), and only the owner takes this path.
+                return Ok(f(unsafe { &mut *self.value.get() }));
+            }
+            drop(leave);
+        }
+        self.with_slow(me, f)
+    }
+
+    /// [`with`](Self::with) the slow way: claims an unowned lock, or takes
+    /// the mutex (revoking the bias first if another thread holds it).
+    #[cold]
+    #[inline(never)]
+    fn with_slow<R>(&self, me: u64, f: impl FnOnce(&mut T) -> R) -> Result<R, Errno> {
+        if self.owner.compare_exchange(NOBODY, me, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+            return self.with(f);
+        }
+        let _guard = self.mutex.lock().unwrap_or_else(PoisonError::into_inner);
+        // The owner itself needs no revocation: the only biased section
+        // there could be is its own.
+        let owner = self.owner.load(Ordering::Relaxed);
+        if owner != SHARED && owner != me {
+            self.revoke()?;
+        }
+        // SAFETY: the bias is revoked (or is this thread's own) and the
+        // owner was seen out after the barrier, so the value is reached
+        // only under this mutex, which this thread holds.
+        Ok(f(unsafe { &mut *self.value.get() }))
+    }
+
+    /// Revokes the bias for good; the caller holds the mutex.
+    fn revoke(&self) -> Result<(), Errno> {
+        let previous = self.owner.swap(SHARED, Ordering::Relaxed);
+        if let Err(errno) = sys::membarrier_private() {
+            // Undo: the owner keeps its fast path (or takes the mutex as
+            // the owner, which needs no barrier), and nobody reaches the
+            // value unordered.
+            self.owner.store(previous, Ordering::Relaxed);
+            return Err(errno);
+        }
+        while self.busy.load(Ordering::Acquire) != 0 {
+            sys::futex_wait(&self.busy, 1, REVOKE_WAIT);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Barrier};
+
+    use super::*;
+
+    #[test]
+    fn first_thread_is_biased_and_others_revoke() {
+        let lock = Arc::new(BiasedLock::new(Vec::<(u32, u32)>::new()));
+        if lock.owner.load(Ordering::Relaxed) == SHARED {
+            // No private expedited membarrier here: never biased.
+            lock.with(|v| v.push((0, 0))).expect("unbiased lock");
+            assert!(!lock.is_biased());
+            return;
+        }
+        lock.with(|v| v.push((0, 0))).expect("first take");
+        assert!(lock.is_biased(), "the first thread holds the bias");
+        // The owner keeps taking it while two other threads start to: the
+        // revocation happens under way; every push lands, each thread's in
+        // order.
+        const EACH: u32 = 200_000;
+        let start = Arc::new(Barrier::new(3));
+        let others: Vec<_> = (1..3)
+            .map(|t| {
+                let (lock, start) = (Arc::clone(&lock), Arc::clone(&start));
+                std::thread::spawn(move || {
+                    start.wait();
+                    for k in 0..EACH {
+                        lock.with(|v| v.push((t, k))).expect("take");
+                    }
+                })
+            })
+            .collect();
+        start.wait();
+        for k in 1..=EACH {
+            lock.with(|v| v.push((0, k))).expect("owner take");
+        }
+        for other in others {
+            other.join().expect("thread");
+        }
+        assert!(!lock.is_biased(), "revoked for good");
+        let all = lock.with(std::mem::take).expect("take");
+        assert_eq!(all.len(), 1 + 3 * EACH as usize);
+        for t in 0..3 {
+            let mine: Vec<u32> = all.iter().filter(|(who, _)| *who == t).map(|(_, k)| *k).collect();
+            let want: Vec<u32> = if t == 0 { (0..=EACH).collect() } else { (0..EACH).collect() };
+            assert!(mine == want, "thread {t}'s pushes are all there, in order");
+        }
+    }
+
+    #[test]
+    fn unbiased_lock_serialises_threads() {
+        let lock = Arc::new(BiasedLock::unbiased(0u64));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let lock = Arc::clone(&lock);
+                std::thread::spawn(move || {
+                    for _ in 0..100_000 {
+                        lock.with(|n| *n += 1).expect("take");
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("thread");
+        }
+        assert_eq!(lock.with(|n| *n).expect("take"), 400_000);
+        assert!(!lock.is_biased());
+    }
+}
