@@ -152,11 +152,12 @@ mod memfd {
     //! `memfd`: garbage is scribbled into the child's own ring, over its
     //! header and its slots in turn, and a chosen record is published as
     //! an honest one is. What a scribble does is up to the master's
-    //! validation: a head too far ahead is `Corrupt` and the master resumes
-    //! at the child's head; a slot whose sequence word does not say "whole,
-    //! for this index" is `Torn` or `Corrupt`; a slot that happens to look
-    //! whole is delivered under the child's own channel. Nothing reaches
-    //! another child's ring, which this child has no descriptor for.
+    //! validation: the master reads no index of the child's, only the slot
+    //! its own index names; a slot whose sequence says neither "published,
+    //! for this index" nor "not yet" is `Corrupt` and skipped; a slot that
+    //! happens to look published is delivered under the child's own
+    //! channel. Nothing reaches another child's ring, which this child has
+    //! no descriptor for.
 
     use std::io;
 

@@ -118,7 +118,12 @@ impl<T> BiasedLock<T> {
     }
 
     fn with_owner(value: T, owner: u64) -> BiasedLock<T> {
-        BiasedLock { value: UnsafeCell::new(value), owner: AtomicU64::new(owner), busy: AtomicU32::new(0), mutex: Mutex::new(()) }
+        BiasedLock {
+            value: UnsafeCell::new(value),
+            owner: AtomicU64::new(owner),
+            busy: AtomicU32::new(0),
+            mutex: Mutex::new(()),
+        }
     }
 
     /// Whether some thread holds the bias now.

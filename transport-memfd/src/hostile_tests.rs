@@ -8,14 +8,16 @@ use std::os::fd::OwnedFd;
 use master_proto::{Received, Sender, Status, StatusSink, StatusSource, StatusUpdate, Transport};
 use proptest::prelude::*;
 
-use crate::ring::{AtomicU32, Consumer, Item, Ordering, Producer, ring_words};
+use crate::ring::{Consumer, HEADER_WORDS, Item, Ordering, Producer, RingMem, SLOT_WORDS, done, halves, rec, writing};
 use crate::{Memfd, MemfdSink, MemfdSource};
 
 /// One step of a test run.
 #[derive(Clone, Debug)]
 enum Step {
-    /// The hostile producer stores `value` at word `word` (modulo the ring).
-    Hostile { word: usize, value: u32 },
+    /// The hostile producer stores `value` at word `word` (modulo the
+    /// ring's words: the header's 32-bit words, then the slots' 64-bit
+    /// words; a header word takes the value's low half).
+    Hostile { word: usize, value: u64 },
     /// The honest producer publishes its next record (if there is room).
     Honest,
     /// The consumer takes up to `n` items from each ring.
@@ -24,64 +26,77 @@ enum Step {
 
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
-        3 => (any::<usize>(), any::<u32>()).prop_map(|(word, value)| Step::Hostile { word, value }),
-        // Small values at the head and the slots' seq words are the
-        // plausible-looking lies.
-        2 => (0usize..64, 0u32..40).prop_map(|(word, value)| Step::Hostile { word, value }),
+        3 => (any::<usize>(), any::<u64>()).prop_map(|(word, value)| Step::Hostile { word, value }),
+        // A `rec` word whose seq is near the ones the consumer expects (a
+        // record, being written, or the previous lap) is the
+        // plausible-looking lie.
+        3 => (0usize..CAPACITY as usize, 0u32..40, 0u8..3, any::<u32>()).prop_map(|(slot, i, kind, status)| {
+            let seq = match kind { 0 => done(i), 1 => writing(i), _ => i };
+            Step::Hostile { word: HEADER_WORDS + SLOT_WORDS * slot, value: rec(seq, status) }
+        }),
         3 => Just(Step::Honest),
         2 => (1usize..20).prop_map(|n| Step::Consume { n }),
     ]
 }
 
-fn words(n: usize, init: &[u32]) -> Vec<AtomicU32> {
-    (0..n).map(|i| AtomicU32::new(init.get(i).copied().unwrap_or(0))).collect()
+/// Slots in the rings of the ring-level test.
+const CAPACITY: u32 = 8;
+
+/// Stores `value` at word `word` of `mem` (see [`Step::Hostile`]).
+fn hostile_store(mem: &RingMem, word: usize, value: u64) {
+    let ring = mem.ring();
+    let word = word % (ring.header.len() + ring.slots.len());
+    match ring.header.get(word) {
+        Some(w) => w.store(halves(value).1, Ordering::Release),
+        None => ring.slots[word - ring.header.len()].store(value, Ordering::Release),
+    }
 }
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
-    /// Arbitrary initial bytes in a hostile ring (the capacity word
+    /// Arbitrary initial contents of a hostile ring (the capacity word
     /// included, which the consumer never reads), arbitrary hostile stores
     /// during the run: the consumer returns for every call, and the honest
     /// ring consumed in the same loop delivers exactly what was published.
     #[test]
     fn hostile_ring_never_hurts_the_consumer_or_its_neighbour(
-        init in proptest::collection::vec(any::<u32>(), 0..ring_words(8)),
+        init in proptest::collection::vec(any::<u64>(), 0..HEADER_WORDS + SLOT_WORDS * CAPACITY as usize),
         steps in proptest::collection::vec(step(), 1..300),
     ) {
-        let hostile = words(ring_words(8), &init);
-        let mut hostile_consumer = Consumer::new(8);
+        let hostile = RingMem::new(CAPACITY);
+        let mut hostile_consumer = Consumer::new(CAPACITY);
         // The consumer's init ran before the child got the ring; then the
         // child wrote anything it liked.
-        hostile_consumer.init(&hostile);
-        for (w, v) in hostile.iter().zip(&init) {
-            w.store(*v, Ordering::Relaxed);
+        hostile_consumer.init_zeroed(hostile.ring());
+        for (word, value) in init.iter().enumerate() {
+            hostile_store(&hostile, word, *value);
         }
-        let honest = words(ring_words(8), &[]);
-        let mut honest_consumer = Consumer::new(8);
-        honest_consumer.init(&honest);
-        let mut producer = Producer::new(&honest).expect("a valid ring");
+        let honest = RingMem::new(CAPACITY);
+        let mut honest_consumer = Consumer::new(CAPACITY);
+        honest_consumer.init_zeroed(honest.ring());
+        let mut producer = Producer::new(honest.ring()).expect("a valid ring");
         let (mut sent, mut received) = (0i32, 0i32);
         for step in steps.iter().chain([Step::Consume { n: 100 }].iter()) {
             match *step {
-                Step::Hostile { word, value } => hostile[word % hostile.len()].store(value, Ordering::Release),
+                Step::Hostile { word, value } => hostile_store(&hostile, word, value),
                 Step::Honest => {
-                    if producer.has_room(&honest) {
-                        producer.push(&honest, StatusUpdate { pid: 1, generation: 2, status: Status(sent) });
+                    if producer.has_room(honest.ring()) {
+                        producer.push(honest.ring(), StatusUpdate { pid: 1, generation: 2, status: Status(sent) });
                         sent += 1;
                     }
                 }
                 Step::Consume { n } => {
                     for _ in 0..n {
                         // Whatever it returns, it returns.
-                        let _ = hostile_consumer.next(&hostile);
-                        match honest_consumer.next(&honest) {
+                        let _ = hostile_consumer.next(hostile.ring());
+                        match honest_consumer.next(honest.ring()) {
                             Some(Item::Update(u)) => {
                                 prop_assert_eq!(u, StatusUpdate { pid: 1, generation: 2, status: Status(received) });
                                 received += 1;
                             }
                             Some(Item::Malformed(m)) => prop_assert!(false, "honest ring reported {:?}", m),
-                            None => honest_consumer.flush(&honest),
+                            None => honest_consumer.flush(honest.ring()),
                         }
                     }
                 }
@@ -145,9 +160,9 @@ fn forgetting_a_child_delivers_what_it_left_and_reports_a_torn_record() {
     for n in 0..3 {
         sink.notify(Status(n)).expect("notify");
     }
-    // Record 3 half written: its slot's seq says "record 3, being written"
-    // (2 * 3 + 1), the head is not published.
-    assert_eq!(sink.scribble(128 + 3 * 16, &7u32.to_ne_bytes()), 4);
+    // Record 3 half written: its slot's `rec` says "record 3, being
+    // written" (seq 2 * 3 + 1, in the word's high half).
+    assert_eq!(sink.scribble(128 + 3 * 16, &rec(writing(3), 0).to_ne_bytes()), 8);
     Memfd.forget_child(&mut source, 400);
     assert_eq!(source.rings(), 0);
     let mut got = Vec::new();

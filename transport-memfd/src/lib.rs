@@ -21,20 +21,20 @@
 //!
 //! # Memory layout
 //!
-//! A ring (byte offsets; all words are 32-bit, native-endian, accessed only
-//! as atomics on both sides):
+//! A ring (byte offsets; native-endian words, accessed only as atomics on
+//! both sides, the header's as 32-bit words and the slots' as 64-bit ones):
 //!
 //! | offset | word | written by |
 //! |---|---|---|
-//! | 0 | `head`: index of the next record to publish | child |
-//! | 4 | `waiting`: non-zero while the child sleeps on a full ring | child |
+//! | 0 | `waiting`: non-zero while the child sleeps on a full ring | child |
 //! | 64 | `tail`: index of the next record to consume (a futex word) | master |
 //! | 68 | `capacity`: slots, a power of two ([`RING_SLOTS`]) | master, before the child exists |
-//! | 128 + 16·k | slot k: `seq`, `pid`, `gen`, `status` | child |
+//! | 128 + 16·k | slot k, word `rec`: `seq` (high 32 bits), `status` (low) | child |
+//! | 136 + 16·k | slot k, word `who`: `generation` (high 32 bits), `pid` (low) | child |
 //!
 //! Indices run freely (wrapping `u32`); record `i` lives in slot
 //! `i mod capacity`. Its `seq` is `2i+1` while it is being written and
-//! `2i+2` once whole.
+//! `2i+2` once published.
 //!
 //! The control area (one page):
 //!
@@ -49,21 +49,25 @@
 //!
 //! **Publish** (the child's `notify`): if `life` says the master has gone,
 //! return `Disconnected`. If the ring is full, block (below). Write the
-//! slot: `seq` = writing, the three payload words, `seq` = whole, then
-//! `head` (release). Then a fence, then read `asleep`; only if it is set,
-//! write the doorbell. While the master is awake that is an uncontended
-//! in-process mutex (threads of a child share one ring), two loads, five
-//! stores and a compiler fence: no system call.
+//! slot: `rec` = (writing, 0), `who`, then `rec` = (published, status)
+//! with release: that one 64-bit store publishes the whole record. Then a
+//! fence, then read `asleep`; only if it is set, write the doorbell. While
+//! the master is awake that is two loads, three stores into the ring and a
+//! compiler fence: no system call, no locked instruction. (A child's
+//! threads share its one ring through a lock biased towards the first
+//! thread that notifies: that thread enters it with plain stores; another
+//! thread revokes the bias once, with a private expedited `membarrier`,
+//! after which all take a mutex private to the child.)
 //!
-//! **Consume** (the master's `try_recv`): take rings round robin. For each,
-//! read `head` only when its cached copy is used up, and check that it is
-//! at most `capacity` ahead of its own `tail` (else
-//! [`Malformed::Corrupt`](master_proto::Malformed::Corrupt), and it resumes
-//! at the child's `head`). Read a slot seqlock-style: `seq`, payload,
-//! `seq` again; both must say "record `tail`, whole", else the slot is
-//! [`Malformed::Torn`](master_proto::Malformed::Torn) (being written) or
-//! `Corrupt` (never written for this index). Every slot offset is the
-//! master's own index masked by its own capacity: nothing a child writes
+//! **Consume** (the master's `drain` or `try_recv`): take rings in turn,
+//! up to 64 records from each per pass. For each, read the `rec` word of
+//! the slot the master's own `tail` names (acquire): "published, record
+//! `tail`" is a record (then `who`); "being written" or the slot's previous
+//! value (zero before the ring's first lap, then the previous lap's
+//! record) is nothing yet; anything else is a slot the child scribbled on,
+//! reported as [`Malformed::Corrupt`](master_proto::Malformed::Corrupt) and
+//! skipped. The master reads no index of the child's: every slot offset is
+//! its own index masked by its own capacity, so nothing a child writes
 //! moves where the master reads. The master writes `tail` back every
 //! quarter ring and whenever a ring runs empty.
 //!
@@ -107,7 +111,7 @@
 //! # What a hostile child can do
 //!
 //! Write anything into its own ring at any time ([`MemfdSink::scribble`]
-//! does, for tests). The master then reports `Torn` or `Corrupt` items, or
+//! does, for tests). The master then reports `Corrupt` items, or
 //! updates with whatever pid and status the child wrote, all under that
 //! child's [`Sender::Channel`](master_proto::Sender::Channel) pid. It can
 //! set `waiting` for ever (the master then makes one `FUTEX_WAKE` per write
@@ -118,7 +122,9 @@
 //! area (sealed against writable mappings and writes), or make the master
 //! block: no lock exists that a child could hold, and a child killed at any
 //! instruction leaves at most one half-written record in its own ring,
-//! reported as `Torn` when the master forgets it.
+//! never delivered, and reported as
+//! [`Malformed::Torn`](master_proto::Malformed::Torn) when the master
+//! forgets the child.
 //!
 //! # Proof
 //!

@@ -1,53 +1,70 @@
 //! The single-producer status ring and the sleep/wake handshake, as safe
 //! code over atomics (swapped for loom's under `cfg(loom)`).
 //!
-//! Everything here works on a slice of 32-bit atomic words: in the transport
-//! that slice is a view of a shared mapping (see [`crate::sys`]), in the loom
-//! models it is ordinary memory. No function here trusts what it reads from
-//! a producer's words: every index is bounded before use, and every offset
-//! is either a constant or an index masked by the consumer's own capacity,
-//! so a hostile producer can change what is reported, never where the
-//! consumer reads.
+//! Everything here works on a [`Ring`]: a header of 32-bit atomic words and
+//! the slots, 64-bit atomic words. In the transport both are views of one
+//! shared mapping (see [`crate::sys`]); in the loom models and unit tests
+//! they are ordinary memory ([`RingMem`]). Nothing here trusts what it
+//! reads from a producer's words: the consumer reads no index of the
+//! producer at all, only the slot its own index names, masked by its own
+//! capacity, so a hostile producer can change what is reported, never
+//! where the consumer reads.
 //!
-//! # Ring words (indices into the ring's word slice)
+//! # Header words (indices into the header)
 //!
 //! | word | written by | meaning |
 //! |---|---|---|
-//! | [`HEAD`] (byte 0) | producer | index of the next record to publish |
-//! | [`WAITING`] (byte 4) | producer | non-zero while the producer sleeps on a full ring |
+//! | [`WAITING`] (byte 0) | producer | non-zero while the producer sleeps on a full ring |
 //! | [`TAIL`] (byte 64) | consumer | index of the next record to consume (a futex word) |
 //! | [`CAPACITY`] (byte 68) | consumer, before the producer exists | number of slots, a power of two |
-//! | [`SLOTS`] (byte 128) + 4 × slot | producer | slot: `seq`, `pid`, `gen`, `status` |
 //!
-//! Indices are free-running `u32`s; a record with index `i` lives in slot
-//! `i & (capacity - 1)`. A slot's `seq` word is `2i + 1` while record `i` is
-//! being written and `2i + 2` once it is whole ([`writing`], [`done`]), so a
-//! consumer reading record `i` can tell a whole record from a half-written or
-//! stale one.
+//! # Slots (from byte [`SLOTS_AT`], 16 bytes each)
+//!
+//! | word | bits 63–32 | bits 31–0 |
+//! |---|---|---|
+//! | `rec` | `seq` | `status` |
+//! | `who` | `generation` | `pid` |
+//!
+//! Indices are free-running `u32`s; record `i` lives in slot
+//! `i & (capacity - 1)`. The producer publishes it in three stores: `rec`
+//! with `seq` = [`writing`]`(i)`, then `who`, then `rec` with `seq` =
+//! [`done`]`(i)` and the status (release). The last store is the publish:
+//! one 64-bit store makes the record visible whole, so a consumer never
+//! sees half of one. A slot whose `seq` says "writing" when its producer is
+//! dead is a record it died publishing ([`Consumer::unfinished`]).
+//!
+//! The consumer, at its index `i`, reads `rec` (acquire): `done(i)` is a
+//! record (then `who`); `writing(i)` or the slot's previous value (`0`
+//! before the ring's first lap, else `done(i - capacity)`) is nothing yet;
+//! anything else is a slot a hostile producer wrote, reported as
+//! [`Malformed::Corrupt`] once: the consumer puts the slot's previous value
+//! back and keeps its index, so the slot reads as "nothing yet" until the
+//! producer writes it again.
 
 // The loom build holds only this module and its models, which use part of it.
 #![cfg_attr(loom, allow(dead_code, reason = "the transport that uses the rest is not built under loom"))]
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicU32, Ordering, fence};
+pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{AtomicU32, Ordering, fence};
+pub(crate) use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 
 use master_proto::{Malformed, Status, StatusUpdate};
 
-/// Word: the producer's index (next record to publish).
-pub(crate) const HEAD: usize = 0;
-/// Word: non-zero while the producer waits for room.
-pub(crate) const WAITING: usize = 1;
-/// Word: the consumer's index (next record to consume); producers sleep on it.
+/// Header word: non-zero while the producer waits for room.
+pub(crate) const WAITING: usize = 0;
+/// Header word: the consumer's index (next record to consume); producers
+/// sleep on it.
 pub(crate) const TAIL: usize = 16;
-/// Word: the ring's capacity in slots, written by the consumer before the
-/// producer starts.
+/// Header word: the ring's capacity in slots, written by the consumer
+/// before the producer starts.
 pub(crate) const CAPACITY: usize = 17;
-/// Word: where the slots start.
-pub(crate) const SLOTS: usize = 32;
-/// Words per slot: `seq`, `pid`, `gen`, `status`.
-pub(crate) const SLOT_WORDS: usize = 4;
+/// 32-bit words in the header.
+pub(crate) const HEADER_WORDS: usize = 32;
+/// The byte offset of the slots.
+pub(crate) const SLOTS_AT: usize = HEADER_WORDS * 4;
+/// 64-bit words per slot: `rec`, `who`.
+pub(crate) const SLOT_WORDS: usize = 2;
 
 /// Control word: non-zero while the master may be asleep (children ring).
 pub(crate) const ASLEEP: usize = 0;
@@ -67,22 +84,41 @@ pub(crate) const CONTROL_WORDS: usize = 4;
 /// The bit set in [`LIFE`] once the master has gone (`FUTEX_OWNER_DIED`).
 pub(crate) const GONE: u32 = 0x4000_0000;
 
-/// The words a ring of `capacity` slots needs.
+/// The bytes a ring of `capacity` slots needs.
 #[must_use]
-pub(crate) const fn ring_words(capacity: u32) -> usize {
-    SLOTS + SLOT_WORDS * capacity as usize
+pub(crate) const fn ring_bytes(capacity: u32) -> usize {
+    SLOTS_AT + SLOT_WORDS * 8 * capacity as usize
 }
 
-/// The `seq` value of slot `i & mask` while record `i` is being written.
+/// The `seq` of slot `i & mask` while record `i` is being written.
 #[must_use]
 pub(crate) const fn writing(i: u32) -> u32 {
     i.wrapping_mul(2).wrapping_add(1)
 }
 
-/// The `seq` value of slot `i & mask` once record `i` is whole.
+/// The `seq` of slot `i & mask` once record `i` is published.
 #[must_use]
 pub(crate) const fn done(i: u32) -> u32 {
     i.wrapping_mul(2).wrapping_add(2)
+}
+
+/// The `rec` word: `seq` and status.
+#[must_use]
+pub(crate) const fn rec(seq: u32, status: u32) -> u64 {
+    ((seq as u64) << 32) | status as u64
+}
+
+/// The `who` word: generation and pid.
+#[must_use]
+pub(crate) const fn who(generation: u32, pid: u32) -> u64 {
+    ((generation as u64) << 32) | pid as u64
+}
+
+/// A word's high and low halves.
+#[must_use]
+#[allow(clippy::cast_possible_truncation, reason = "the low half is meant")]
+pub(crate) const fn halves(word: u64) -> (u32, u32) {
+    ((word >> 32) as u32, word as u32)
 }
 
 /// Whether `capacity` is a capacity a ring can have.
@@ -91,13 +127,54 @@ pub(crate) const fn valid_capacity(capacity: u32) -> bool {
     capacity.is_power_of_two() && capacity >= 2 && capacity <= 1 << 20
 }
 
+/// One ring's memory: its header and its slots.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ring<'a> {
+    /// [`HEADER_WORDS`] words.
+    pub(crate) header: &'a [AtomicU32],
+    /// [`SLOT_WORDS`] words per slot.
+    pub(crate) slots: &'a [AtomicU64],
+}
+
+impl Ring<'_> {
+    /// How many slots fit.
+    pub(crate) fn room(self) -> usize {
+        self.slots.len() / SLOT_WORDS
+    }
+}
+
+/// Ring memory of its own, for the loom models and unit tests.
+#[cfg(test)]
+#[derive(Debug)]
+pub(crate) struct RingMem {
+    header: Vec<AtomicU32>,
+    slots: Vec<AtomicU64>,
+}
+
+#[cfg(test)]
+impl RingMem {
+    /// Zeroed memory for `capacity` slots.
+    pub(crate) fn new(capacity: u32) -> RingMem {
+        RingMem {
+            header: (0..HEADER_WORDS).map(|_| AtomicU32::new(0)).collect(),
+            slots: (0..SLOT_WORDS * capacity as usize).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// The ring over this memory.
+    pub(crate) fn ring(&self) -> Ring<'_> {
+        Ring { header: &self.header, slots: &self.slots }
+    }
+}
+
 /// The first word of slot `i`.
+#[inline]
 fn slot(i: u32, mask: u32) -> usize {
-    SLOTS + SLOT_WORDS * (i & mask) as usize
+    SLOT_WORDS * (i & mask) as usize
 }
 
 /// The producer's (child's) side of one ring: its own index and a cached
-/// copy of the consumer's. The ring's words are passed to every call.
+/// copy of the consumer's.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Producer {
     mask: u32,
@@ -108,71 +185,55 @@ pub(crate) struct Producer {
 }
 
 impl Producer {
-    /// The producer of the ring in `words`, whose capacity the consumer
-    /// wrote; `None` if the capacity is not one a ring can have or `words`
-    /// is too short for it.
-    pub(crate) fn new(words: &[AtomicU32]) -> Option<Producer> {
-        let capacity = words.get(CAPACITY)?.load(Ordering::Acquire);
-        if !valid_capacity(capacity) || words.len() < ring_words(capacity) {
+    /// The producer of `ring`, whose capacity the consumer wrote; `None` if
+    /// the capacity is not one a ring can have or the slots are too few
+    /// for it. It starts at the consumer's index (0 in a new ring).
+    pub(crate) fn new(ring: Ring<'_>) -> Option<Producer> {
+        let capacity = ring.header[CAPACITY].load(Ordering::Acquire);
+        if !valid_capacity(capacity) || ring.room() < capacity as usize {
             return None;
         }
-        let head = words[HEAD].load(Ordering::Relaxed);
-        let tail = words[TAIL].load(Ordering::Acquire);
-        Some(Producer { mask: capacity - 1, head, tail })
+        let tail = ring.header[TAIL].load(Ordering::Acquire);
+        Some(Producer { mask: capacity - 1, head: tail, tail })
     }
 
     /// Whether a record fits now (re-reading the consumer's index only if
     /// the cached one says the ring is full).
     #[inline]
-    pub(crate) fn has_room(&mut self, words: &[AtomicU32]) -> bool {
+    pub(crate) fn has_room(&mut self, ring: Ring<'_>) -> bool {
         if self.head.wrapping_sub(self.tail) <= self.mask {
             return true;
         }
-        self.tail = words[TAIL].load(Ordering::Acquire);
+        self.tail = ring.header[TAIL].load(Ordering::Acquire);
         self.head.wrapping_sub(self.tail) <= self.mask
     }
 
     /// Publishes `update`; the caller has checked [`has_room`](Self::has_room).
     #[inline]
-    pub(crate) fn push(&mut self, words: &[AtomicU32], update: StatusUpdate) {
-        self.write_steps(words, update, usize::MAX);
+    pub(crate) fn push(&mut self, ring: Ring<'_>, update: StatusUpdate) {
+        self.write_steps(ring, update, usize::MAX);
     }
 
-    /// Performs the first `steps` stores of publishing `update` (six for a
-    /// whole publish): `seq` = writing, `pid`, `gen`, `status`, `seq` =
-    /// done, then the head. A producer that dies after any of them leaves
-    /// exactly what stopping here leaves.
+    /// Performs the first `steps` stores of publishing `update` (three for
+    /// a whole publish): `rec` = writing, `who`, `rec` = done and status. A
+    /// producer that dies after any of them leaves exactly what stopping
+    /// here leaves.
     #[inline]
-    pub(crate) fn write_steps(&mut self, w: &[AtomicU32], update: StatusUpdate, steps: usize) {
+    pub(crate) fn write_steps(&mut self, ring: Ring<'_>, update: StatusUpdate, steps: usize) {
         let i = self.head;
         let s = slot(i, self.mask);
         if steps == 0 {
             return;
         }
-        w[s].store(writing(i), Ordering::Relaxed);
-        // Orders the writing mark before the payload for a consumer that
-        // reads the payload (the seqlock's write side).
-        fence(Ordering::Release);
+        ring.slots[s].store(rec(writing(i), 0), Ordering::Relaxed);
         if steps == 1 {
             return;
         }
-        w[s + 1].store(update.pid.cast_unsigned(), Ordering::Relaxed);
+        ring.slots[s + 1].store(who(update.generation, update.pid.cast_unsigned()), Ordering::Relaxed);
         if steps == 2 {
             return;
         }
-        w[s + 2].store(update.generation, Ordering::Relaxed);
-        if steps == 3 {
-            return;
-        }
-        w[s + 3].store(update.status.0.cast_unsigned(), Ordering::Relaxed);
-        if steps == 4 {
-            return;
-        }
-        w[s].store(done(i), Ordering::Release);
-        if steps == 5 {
-            return;
-        }
-        w[HEAD].store(i.wrapping_add(1), Ordering::Release);
+        ring.slots[s].store(rec(done(i), update.status.0.cast_unsigned()), Ordering::Release);
         self.head = i.wrapping_add(1);
     }
 
@@ -183,15 +244,15 @@ impl Producer {
     /// index back, fences and looks at the flag, so either this finds room
     /// or the consumer wakes the sleeper). Clear the flag with
     /// [`set_waiting`](Self::set_waiting) once done waiting.
-    pub(crate) fn prepare_to_wait(&mut self, words: &[AtomicU32]) -> bool {
-        Self::set_waiting(words, true);
+    pub(crate) fn prepare_to_wait(&mut self, ring: Ring<'_>) -> bool {
+        Self::set_waiting(ring, true);
         fence(Ordering::SeqCst);
-        self.has_room(words)
+        self.has_room(ring)
     }
 
     /// Sets or clears the `waiting` flag.
-    pub(crate) fn set_waiting(words: &[AtomicU32], waiting: bool) {
-        words[WAITING].store(u32::from(waiting), Ordering::Relaxed);
+    pub(crate) fn set_waiting(ring: Ring<'_>, waiting: bool) {
+        ring.header[WAITING].store(u32::from(waiting), Ordering::Relaxed);
     }
 
     /// The consumer's index as last read.
@@ -205,7 +266,7 @@ impl Producer {
 pub(crate) enum Item {
     /// A whole record.
     Update(StatusUpdate),
-    /// A record or index that was not a whole record; it was skipped.
+    /// A slot that held no record for its index; it was skipped.
     Malformed(Malformed),
 }
 
@@ -215,8 +276,9 @@ pub(crate) enum Item {
 pub(crate) struct Consumer {
     mask: u32,
     tail: u32,
-    /// The producer's index as last read and found plausible.
-    head: u32,
+    /// Whether the index has been through the whole ring once (from then
+    /// on an empty slot holds the previous lap's record, not zero).
+    lapped: bool,
     /// Records consumed since the index was last written back.
     unpublished: u32,
     /// Set when writing the index back found the producer waiting.
@@ -227,29 +289,15 @@ impl Consumer {
     /// A consumer for a fresh ring of `capacity` slots (a power of two).
     pub(crate) fn new(capacity: u32) -> Consumer {
         debug_assert!(valid_capacity(capacity));
-        Consumer { mask: capacity - 1, tail: 0, head: 0, unpublished: 0, wake_due: false }
+        Consumer { mask: capacity - 1, tail: 0, lapped: false, unpublished: 0, wake_due: false }
     }
 
-    /// Prepares ring memory holding anything for this consumer: zeroes it
-    /// all and writes the capacity. Call before the producer can see the
-    /// memory. (The master's new memfds read as zeros already and take
-    /// [`init_zeroed`](Self::init_zeroed).)
-    #[cfg(test)]
-    pub(crate) fn init(&self, words: &[AtomicU32]) {
-        for w in words {
-            w.store(0, Ordering::Relaxed);
-        }
-        words[CAPACITY].store(self.mask + 1, Ordering::Release);
-    }
-
-    /// Prepares ring memory known to read as zeros (a new memfd): writes
-    /// the header only, so that the slots' pages stay untouched, and not
-    /// resident, until records reach them.
-    pub(crate) fn init_zeroed(&self, words: &[AtomicU32]) {
-        for w in &words[..SLOTS] {
-            w.store(0, Ordering::Relaxed);
-        }
-        words[CAPACITY].store(self.mask + 1, Ordering::Release);
+    /// Prepares memory known to read as zeros (a new memfd, or
+    /// [`RingMem::new`]): writes the capacity only, so that the slots' pages
+    /// stay untouched, and not resident, until records reach them. Call
+    /// before the producer can see the memory.
+    pub(crate) fn init_zeroed(&self, ring: Ring<'_>) {
+        ring.header[CAPACITY].store(self.mask + 1, Ordering::Release);
     }
 
     /// The ring's capacity.
@@ -257,67 +305,66 @@ impl Consumer {
         self.mask + 1
     }
 
+    /// The `seq` slot `tail` holds while record `tail` is not published.
+    fn previous(&self) -> u32 {
+        if self.lapped { done(self.tail.wrapping_sub(self.mask + 1)) } else { 0 }
+    }
+
     /// The next item, or `None` when the ring is empty. Never blocks, never
     /// panics, whatever the producer wrote.
-    pub(crate) fn next(&mut self, words: &[AtomicU32]) -> Option<Item> {
-        if self.tail == self.head {
-            let head = words[HEAD].load(Ordering::Acquire);
-            if head == self.tail {
-                return None;
-            }
-            if head.wrapping_sub(self.tail) > self.mask + 1 {
-                // More than a ring's worth ahead, or behind: impossible for
-                // an honest producer. Resynchronise to its index.
-                self.tail = head;
-                self.head = head;
-                self.publish(words);
-                return Some(Item::Malformed(Malformed::Corrupt("producer index out of range")));
-            }
-            self.head = head;
-        }
+    #[inline]
+    pub(crate) fn next(&mut self, ring: Ring<'_>) -> Option<Item> {
         let i = self.tail;
         let s = slot(i, self.mask);
-        let seq1 = words[s].load(Ordering::Acquire);
-        let pid = words[s + 1].load(Ordering::Acquire);
-        let generation = words[s + 2].load(Ordering::Acquire);
-        let status = words[s + 3].load(Ordering::Acquire);
-        let seq2 = words[s].load(Ordering::Acquire);
+        // Slot words past the end (a ring shorter than its capacity, which
+        // the master never makes) read as nothing.
+        let record = ring.slots.get(s)?.load(Ordering::Acquire);
+        let (seq, status) = halves(record);
+        let item = if seq == done(i) {
+            let (generation, pid) = halves(ring.slots.get(s + 1)?.load(Ordering::Relaxed));
+            Item::Update(StatusUpdate { pid: pid.cast_signed(), generation, status: Status(status.cast_signed()) })
+        } else if seq == writing(i) || seq == self.previous() {
+            return None;
+        } else {
+            // Written by a hostile producer: reported once, and the slot
+            // gets back what it held before the record was due, so that it
+            // reads as "nothing yet" until the producer writes it again (a
+            // store of the producer's since the read is kept). The index
+            // stays: whatever the producer writes, the consumer never gets
+            // ahead of where it publishes.
+            let previous = rec(self.previous(), 0);
+            let _ = ring.slots[s].compare_exchange(record, previous, Ordering::Relaxed, Ordering::Relaxed);
+            return Some(Item::Malformed(Malformed::Corrupt("slot not written for its index")));
+        };
         self.tail = i.wrapping_add(1);
+        if self.tail == self.mask + 1 {
+            self.lapped = true;
+        }
         self.unpublished += 1;
         if self.unpublished > self.mask / 4 {
-            self.publish(words);
+            self.publish(ring);
         }
-        let item = if seq1 == done(i) && seq2 == done(i) {
-            Item::Update(StatusUpdate { pid: pid.cast_signed(), generation, status: Status(status.cast_signed()) })
-        } else if seq1 == writing(i) || seq2 == writing(i) || seq1 == done(i) {
-            // Being written, or rewritten while read: a record that was not
-            // whole when the master looked.
-            Item::Malformed(Malformed::Torn)
-        } else {
-            Item::Malformed(Malformed::Corrupt("slot not written for its index"))
-        };
         Some(item)
     }
 
-    /// Writes the consumer's index back for the producer (when it has
-    /// consumed since the last time), and notes whether the producer waits
-    /// for room ([`take_wake`](Self::take_wake)).
-    pub(crate) fn publish(&mut self, words: &[AtomicU32]) {
-        words[TAIL].store(self.tail, Ordering::Release);
+    /// Writes the consumer's index back for the producer, and notes whether
+    /// the producer waits for room ([`take_wake`](Self::take_wake)).
+    pub(crate) fn publish(&mut self, ring: Ring<'_>) {
+        ring.header[TAIL].store(self.tail, Ordering::Release);
         self.unpublished = 0;
         // Store the index, then look at the producer's flag; the producer
         // sets its flag, then looks at the index (store-load on both sides).
         fence(Ordering::SeqCst);
-        if words[WAITING].load(Ordering::Relaxed) != 0 {
+        if ring.header[WAITING].load(Ordering::Relaxed) != 0 {
             self.wake_due = true;
         }
     }
 
     /// Writes the index back if anything was consumed since it was last
     /// written.
-    pub(crate) fn flush(&mut self, words: &[AtomicU32]) {
+    pub(crate) fn flush(&mut self, ring: Ring<'_>) {
         if self.unpublished > 0 {
-            self.publish(words);
+            self.publish(ring);
         }
     }
 
@@ -328,14 +375,11 @@ impl Consumer {
     }
 
     /// After the ring is drained: whether the producer left a record half
-    /// published (it stopped between marking the slot and publishing the
-    /// head), which a dead producer will never finish.
-    pub(crate) fn unfinished(&self, words: &[AtomicU32]) -> bool {
-        if words[HEAD].load(Ordering::Acquire) != self.tail {
-            return false;
-        }
-        let seq = words[slot(self.tail, self.mask)].load(Ordering::Acquire);
-        seq == writing(self.tail) || seq == done(self.tail)
+    /// published (it stopped between its first and last store), which a
+    /// dead producer will never finish.
+    pub(crate) fn unfinished(&self, ring: Ring<'_>) -> bool {
+        let s = slot(self.tail, self.mask);
+        ring.slots.get(s).is_some_and(|w| halves(w.load(Ordering::Acquire)).0 == writing(self.tail))
     }
 }
 
@@ -354,11 +398,13 @@ pub(crate) fn declare_awake(control: &[AtomicU32]) {
 
 /// The child's half: after publishing and its fence, whether it must ring
 /// the doorbell.
+#[inline]
 pub(crate) fn must_ring(control: &[AtomicU32]) -> bool {
     control[ASLEEP].load(Ordering::Relaxed) != 0
 }
 
 /// Whether the death word says the master has gone.
+#[inline]
 pub(crate) fn master_gone(control: &[AtomicU32]) -> bool {
     control[LIFE].load(Ordering::Acquire) & GONE != 0
 }
@@ -367,8 +413,11 @@ pub(crate) fn master_gone(control: &[AtomicU32]) -> bool {
 mod tests {
     use super::*;
 
-    fn mem(capacity: u32) -> Vec<AtomicU32> {
-        (0..ring_words(capacity)).map(|_| AtomicU32::new(0)).collect()
+    fn mem(capacity: u32) -> (RingMem, Consumer) {
+        let mem = RingMem::new(capacity);
+        let consumer = Consumer::new(capacity);
+        consumer.init_zeroed(mem.ring());
+        (mem, consumer)
     }
 
     fn update(n: i32) -> StatusUpdate {
@@ -377,96 +426,126 @@ mod tests {
 
     #[test]
     fn round_trip_wraps_many_laps() {
-        let words = mem(8);
-        let mut c = Consumer::new(8);
-        c.init(&words);
-        let mut p = Producer::new(&words).expect("a valid ring");
+        let (mem, mut c) = mem(8);
+        let ring = mem.ring();
+        let mut p = Producer::new(ring).expect("a valid ring");
         for n in 0..1000 {
             for k in 0..3 {
-                assert!(p.has_room(&words));
-                p.push(&words, update(n * 3 + k));
+                assert!(p.has_room(ring));
+                p.push(ring, update(n * 3 + k));
             }
             for k in 0..3 {
-                assert_eq!(c.next(&words), Some(Item::Update(update(n * 3 + k))));
+                assert_eq!(c.next(ring), Some(Item::Update(update(n * 3 + k))));
             }
-            assert_eq!(c.next(&words), None);
-            c.flush(&words);
+            assert_eq!(c.next(ring), None);
+            c.flush(ring);
+        }
+    }
+
+    #[test]
+    fn indices_wrap_around_u32() {
+        // Both sides start near the end of the index space, as after 2^32
+        // records: the slots hold the previous lap's records.
+        let (mem, mut c) = mem(4);
+        let ring = mem.ring();
+        let start = u32::MAX - 5;
+        for k in 0..4u32 {
+            let i = start.wrapping_sub(4).wrapping_add(k);
+            ring.slots[slot(i, 3)].store(rec(done(i), 0), Ordering::Relaxed);
+        }
+        c.tail = start;
+        c.lapped = true;
+        ring.header[TAIL].store(start, Ordering::Relaxed);
+        let mut p = Producer::new(ring).expect("a valid ring");
+        assert_eq!(c.next(ring), None, "the previous lap's records are not records");
+        for n in 0..12 {
+            assert!(p.has_room(ring));
+            p.push(ring, update(n));
+            assert_eq!(c.next(ring), Some(Item::Update(update(n))), "record {n} across the wrap");
+            assert_eq!(c.next(ring), None);
+            c.flush(ring);
         }
     }
 
     #[test]
     fn full_ring_has_no_room_until_consumed() {
-        let words = mem(16);
-        let mut c = Consumer::new(16);
-        c.init(&words);
-        let mut p = Producer::new(&words).expect("a valid ring");
+        let (mem, mut c) = mem(16);
+        let ring = mem.ring();
+        let mut p = Producer::new(ring).expect("a valid ring");
         for n in 0..16 {
-            assert!(p.has_room(&words));
-            p.push(&words, update(n));
+            assert!(p.has_room(ring));
+            p.push(ring, update(n));
         }
-        assert!(!p.has_room(&words));
-        assert_eq!(c.next(&words), Some(Item::Update(update(0))));
-        assert!(!p.has_room(&words), "the index is written back every quarter ring, not after each record");
-        c.flush(&words);
-        assert!(p.has_room(&words));
+        assert!(!p.has_room(ring));
+        assert_eq!(c.next(ring), Some(Item::Update(update(0))));
+        assert!(!p.has_room(ring), "the index is written back every quarter ring, not after each record");
+        c.flush(ring);
+        assert!(p.has_room(ring));
         for n in 1..5 {
-            assert_eq!(c.next(&words), Some(Item::Update(update(n))));
+            assert_eq!(c.next(ring), Some(Item::Update(update(n))));
         }
-        assert_eq!(words[TAIL].load(Ordering::Relaxed), 5, "written back after a quarter ring");
+        assert_eq!(ring.header[TAIL].load(Ordering::Relaxed), 5, "written back after a quarter ring");
     }
 
     #[test]
     fn waiting_producer_is_noticed() {
-        let words = mem(4);
-        let mut c = Consumer::new(4);
-        c.init(&words);
-        Producer::set_waiting(&words, true);
-        c.publish(&words);
+        let (mem, mut c) = mem(4);
+        Producer::set_waiting(mem.ring(), true);
+        c.publish(mem.ring());
         assert!(c.take_wake());
         assert!(!c.take_wake());
     }
 
     #[test]
-    fn half_written_records_are_torn_or_unfinished() {
-        for steps in 0..6 {
-            let words = mem(4);
-            let mut c = Consumer::new(4);
-            c.init(&words);
-            let mut p = Producer::new(&words).expect("a valid ring");
-            p.write_steps(&words, update(1), steps);
-            assert_eq!(c.next(&words), None, "nothing published after {steps} steps");
-            assert_eq!(c.unfinished(&words), steps >= 1, "after {steps} steps");
-            // A hostile producer publishes the head anyway.
-            words[HEAD].store(1, Ordering::Release);
-            let want = if steps >= 1 {
-                if steps >= 5 { Item::Update(update(1)) } else { Item::Malformed(Malformed::Torn) }
-            } else {
-                Item::Malformed(Malformed::Corrupt("slot not written for its index"))
-            };
-            assert_eq!(c.next(&words), Some(want), "after {steps} steps");
+    fn half_written_records_are_never_delivered() {
+        for steps in 0..3 {
+            let (mem, mut c) = mem(4);
+            let ring = mem.ring();
+            let mut p = Producer::new(ring).expect("a valid ring");
+            p.write_steps(ring, update(1), steps);
+            assert_eq!(c.next(ring), None, "nothing published after {steps} steps");
+            assert_eq!(c.unfinished(ring), steps >= 1, "after {steps} steps");
         }
+        let (mem, mut c) = mem(4);
+        let mut p = Producer::new(mem.ring()).expect("a valid ring");
+        p.write_steps(mem.ring(), update(1), 3);
+        assert_eq!(c.next(mem.ring()), Some(Item::Update(update(1))), "three stores publish");
     }
 
     #[test]
-    fn impossible_head_resynchronises() {
-        let words = mem(4);
-        let mut c = Consumer::new(4);
-        c.init(&words);
-        words[HEAD].store(5, Ordering::Release);
-        assert_eq!(c.next(&words), Some(Item::Malformed(Malformed::Corrupt("producer index out of range"))));
-        assert_eq!(c.next(&words), None);
-        assert_eq!(words[TAIL].load(Ordering::Relaxed), 5, "the index is written back at the producer's");
-        let mut p = Producer::new(&words).expect("a valid ring");
-        p.push(&words, update(9));
-        assert_eq!(c.next(&words), Some(Item::Update(update(9))));
+    fn foreign_slot_values_are_reported_once() {
+        let (mem, mut c) = mem(4);
+        let ring = mem.ring();
+        let mut p = Producer::new(ring).expect("a valid ring");
+        let corrupt = Some(Item::Malformed(Malformed::Corrupt("slot not written for its index")));
+        // Record 0's slot claims record 4 (a lap ahead): reported once,
+        // then the slot reads as empty again.
+        ring.slots[0].store(rec(done(4), 1), Ordering::Relaxed);
+        assert_eq!(c.next(ring), corrupt);
+        assert_eq!(c.next(ring), None);
+        assert_eq!(ring.slots[0].load(Ordering::Relaxed), 0, "never written, as before");
+        p.push(ring, update(1));
+        assert_eq!(c.next(ring), Some(Item::Update(update(1))));
+        // After a lap: the slot gets the previous lap's record back.
+        for n in 2..6 {
+            p.push(ring, update(n));
+            assert_eq!(c.next(ring), Some(Item::Update(update(n))));
+        }
+        ring.slots[2].store(u64::MAX, Ordering::Relaxed);
+        assert_eq!(c.next(ring), corrupt);
+        assert_eq!(c.next(ring), None);
+        assert_eq!(ring.slots[2].load(Ordering::Relaxed) >> 32, u64::from(done(1)));
+        p.push(ring, update(6));
+        assert_eq!(c.next(ring), Some(Item::Update(update(6))));
+        assert_eq!(c.next(ring), None);
     }
 
     #[test]
     fn producer_refuses_bad_capacity() {
-        let words = mem(4);
-        words[CAPACITY].store(3, Ordering::Relaxed);
-        assert!(Producer::new(&words).is_none());
-        words[CAPACITY].store(8, Ordering::Relaxed);
-        assert!(Producer::new(&words).is_none(), "too short for 8 slots");
+        let mem = RingMem::new(4);
+        mem.ring().header[CAPACITY].store(3, Ordering::Relaxed);
+        assert!(Producer::new(mem.ring()).is_none());
+        mem.ring().header[CAPACITY].store(8, Ordering::Relaxed);
+        assert!(Producer::new(mem.ring()).is_none(), "too short for 8 slots");
     }
 }

@@ -9,7 +9,7 @@ use master_proto::{EnvError, NotifyError, Status, StatusSink, StatusUpdate};
 use nix::errno::Errno;
 
 use crate::biased::BiasedLock;
-use crate::ring::{self, ARMED, AtomicU32, CONTROL_WORDS, FENCE, Ordering, Producer, TAIL};
+use crate::ring::{self, ARMED, CONTROL_WORDS, FENCE, Ordering, Producer, Ring, TAIL};
 use crate::sys::{self, Mapping};
 
 /// How long a child blocked on a full ring sleeps in the kernel before it
@@ -54,11 +54,11 @@ impl MemfdSink {
         let io = |e: std::io::Error| EnvError::Io(Errno::from_raw(e.raw_os_error().unwrap_or(0)));
         let invalid = || EnvError::Io(Errno::EINVAL);
         let ring_len = sys::file_size(ring_fd.as_fd()).map_err(io)?;
-        if ring_len < ring::ring_words(2) * 4 {
+        if ring_len < ring::ring_bytes(2) {
             return Err(invalid());
         }
         let ring = Mapping::shared(ring_fd.as_fd(), ring_len, true).map_err(io)?;
-        let producer = Producer::new(ring.words()).ok_or_else(invalid)?;
+        let producer = Producer::new(ring.ring()).ok_or_else(invalid)?;
         let control_len = sys::file_size(control_fd.as_fd()).map_err(io)?;
         if control_len < CONTROL_WORDS * 4 {
             return Err(invalid());
@@ -87,26 +87,42 @@ impl MemfdSink {
         self.ring.shared_len()
     }
 
-    /// Writes `bytes` at `offset` into this child's own ring, byte by byte
-    /// with atomic stores, ignoring what would fall past
-    /// [`region_len`](Self::region_len); returns how many bytes it wrote.
+    /// Writes `bytes` at `offset` into this child's own ring, byte by byte,
+    /// each in an atomic read-modify-write of the word that holds it,
+    /// ignoring what would fall past [`region_len`](Self::region_len);
+    /// returns how many bytes it wrote.
     ///
     /// This exists to test a master against a hostile child: whatever is
     /// written here, the master must count and survive it, and other
     /// children's updates must stay exact. An honest child never calls it.
     pub fn scribble(&mut self, offset: usize, bytes: &[u8]) -> usize {
-        let words = self.ring.words();
+        let ring = self.ring.ring();
         let mut written = 0;
         for (k, &byte) in bytes.iter().enumerate() {
             let Some(at) = offset.checked_add(k) else { break };
-            let Some(word) = words.get(at / 4) else { break };
-            // One byte of the word changes, in one atomic read-modify-write
-            // (the master writes some words of the ring too).
-            let _ = word.fetch_update(Ordering::Release, Ordering::Relaxed, |old| {
-                let mut now = old.to_ne_bytes();
-                now[at % 4] = byte;
-                Some(u32::from_ne_bytes(now))
-            });
+            // One byte of the word changes (the master writes some words of
+            // the ring too), each word at the size the master reads it.
+            let changed = if at < ring::SLOTS_AT {
+                ring.header.get(at / 4).map(|word| {
+                    let _ = word.fetch_update(Ordering::Release, Ordering::Relaxed, |old| {
+                        let mut now = old.to_ne_bytes();
+                        now[at % 4] = byte;
+                        Some(u32::from_ne_bytes(now))
+                    });
+                })
+            } else {
+                let at = at - ring::SLOTS_AT;
+                ring.slots.get(at / 8).map(|word| {
+                    let _ = word.fetch_update(Ordering::Release, Ordering::Relaxed, |old| {
+                        let mut now = old.to_ne_bytes();
+                        now[at % 8] = byte;
+                        Some(u64::from_ne_bytes(now))
+                    });
+                })
+            };
+            if changed.is_none() {
+                break;
+            }
             written += 1;
         }
         written
@@ -134,17 +150,18 @@ impl MemfdSink {
     }
 
     /// Blocks in the kernel until the ring has room or the master has gone.
-    fn wait_for_room(&self, words: &[AtomicU32], producer: &mut Producer) -> Result<(), NotifyError> {
+    #[cold]
+    fn wait_for_room(&self, ring: Ring<'_>, producer: &mut Producer) -> Result<(), NotifyError> {
         let result = loop {
-            if producer.prepare_to_wait(words) {
+            if producer.prepare_to_wait(ring) {
                 break Ok(());
             }
             if self.master_gone()? {
                 break Err(NotifyError::Disconnected);
             }
-            sys::futex_wait(&words[TAIL], producer.seen_tail(), FULL_WAIT);
+            sys::futex_wait(&ring.header[TAIL], producer.seen_tail(), FULL_WAIT);
         };
-        Producer::set_waiting(words, false);
+        Producer::set_waiting(ring, false);
         result
     }
 
@@ -164,13 +181,13 @@ impl MemfdSink {
         if self.master_gone()? {
             return Err(NotifyError::Disconnected);
         }
-        let words = self.ring.words();
+        let ring = self.ring.ring();
         self.producer
             .with(|producer| {
-                if !producer.has_room(words) {
-                    self.wait_for_room(words, producer)?;
+                if !producer.has_room(ring) {
+                    self.wait_for_room(ring, producer)?;
                 }
-                producer.push(words, update);
+                producer.push(ring, update);
                 Ok(())
             })
             .map_err(NotifyError::Io)??;
@@ -206,4 +223,3 @@ impl StatusSink for MemfdSink {
         self.generation
     }
 }
-

@@ -7,7 +7,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use master_proto::{Malformed, Received, RecvError, Sender, StatusSource};
 
-use crate::ring::{self, ARMED, ASLEEP, AtomicU32, Consumer, FENCE, GONE, Item, LIFE, Ordering, TAIL};
+use crate::ring::{self, ARMED, ASLEEP, Consumer, FENCE, GONE, Item, LIFE, Ordering, TAIL};
 use crate::sys::{self, ControlArea, Mapping};
 
 /// Slots in each child's ring (16 bytes each, 128 KiB a ring): enough for
@@ -21,6 +21,9 @@ pub const RING_SLOTS: u32 = 8192;
 /// Records taken from one ring in a row before the scan moves on, so a busy
 /// child cannot starve the others.
 const STREAK: u32 = 64;
+
+/// Passes over the rings that one `drain` makes at most.
+const PASSES: u32 = 64;
 
 /// How the master makes its "asleep" store visible before it looks at the
 /// rings again.
@@ -60,13 +63,13 @@ impl ChildRing {
     /// The next item of this ring, writing the index back and waking a
     /// producer waiting for room when due.
     fn next(&mut self) -> Option<Item> {
-        let words = self.mapping.words();
-        let item = self.consumer.next(words);
+        let ring = self.mapping.ring();
+        let item = self.consumer.next(ring);
         if item.is_none() {
-            self.consumer.flush(words);
+            self.consumer.flush(ring);
         }
         if self.consumer.take_wake() {
-            sys::futex_wake(&words[TAIL], 1);
+            sys::futex_wake(&ring.header[TAIL], 1);
         }
         item
     }
@@ -75,18 +78,18 @@ impl ChildRing {
     /// many. The index is written back (and a producer waiting for room
     /// woken) as [`next`](Self::next) does, but once per batch.
     fn take(&mut self, max: u32, mut f: impl FnMut(Item)) -> u32 {
-        let words = self.mapping.words();
+        let ring = self.mapping.ring();
         let mut n = 0;
         while n < max {
-            let Some(item) = self.consumer.next(words) else {
-                self.consumer.flush(words);
+            let Some(item) = self.consumer.next(ring) else {
+                self.consumer.flush(ring);
                 break;
             };
             f(item);
             n += 1;
         }
         if self.consumer.take_wake() {
-            sys::futex_wake(&words[TAIL], 1);
+            sys::futex_wake(&ring.header[TAIL], 1);
         }
         n
     }
@@ -162,7 +165,7 @@ impl MemfdSource {
     pub fn blocked_children(&self) -> usize {
         self.rings
             .iter()
-            .filter(|r| r.pid.is_some() && r.mapping.words()[ring::WAITING].load(Ordering::Relaxed) != 0)
+            .filter(|r| r.pid.is_some() && r.mapping.ring().header[ring::WAITING].load(Ordering::Relaxed) != 0)
             .count()
     }
 
@@ -177,12 +180,12 @@ impl MemfdSource {
     /// new close-on-exec descriptor.
     pub(crate) fn new_child(&mut self, generation: u32) -> io::Result<[OwnedFd; 4]> {
         let consumer = Consumer::new(RING_SLOTS);
-        let len = ring::ring_words(RING_SLOTS) * 4;
+        let len = ring::ring_bytes(RING_SLOTS);
         let fd = sys::memfd(c"master-proto-memfd-ring", len)?;
         sys::seal(fd.as_fd(), false)?;
         let mapping = Mapping::shared(fd.as_fd(), len, true)?;
         // A new memfd reads as zeros: only the header needs writing.
-        consumer.init_zeroed(mapping.words());
+        consumer.init_zeroed(mapping.ring());
         let fds =
             [fd, self.control.fd().try_clone_to_owned()?, self.doorbell.try_clone()?, self.lifeline_read.try_clone()?];
         // Only once nothing can fail any more: no ring without a child end.
@@ -215,7 +218,7 @@ impl MemfdSource {
                     None => break,
                 }
             }
-            if ring.consumer.unfinished(ring.mapping.words()) {
+            if ring.consumer.unfinished(ring.mapping.ring()) {
                 self.pending.push_back(Received::Malformed(Malformed::Torn));
             }
             self.cursor = 0;
@@ -359,18 +362,26 @@ impl StatusSource for MemfdSource {
 
     /// As the provided method, in batches: each pass takes what every ring
     /// holds (up to [`STREAK`] items a ring), writing each ring's index back
-    /// once per batch, and the handshake moves on once per pass.
+    /// once per batch, and the handshake moves on once per pass. It ends
+    /// after [`PASSES`] passes that found something even if children keep
+    /// sending (so children that outrun the master cannot hold it here);
+    /// the doorbell then stays readable.
     fn drain(&mut self, mut f: impl FnMut(Received)) -> Result<usize, RecvError> {
         let mut n = 0;
         while let Some(item) = self.pending.pop_front() {
             f(item);
             n += 1;
         }
+        let mut passes = 0;
         loop {
             let got = self.sweep(&mut f);
             if got > 0 {
                 n += got as usize;
                 self.found(got);
+                passes += 1;
+                if passes == PASSES {
+                    return Ok(n);
+                }
                 continue;
             }
             if self.stay_awake() {
@@ -395,10 +406,8 @@ impl Drop for MemfdSource {
         life.store(life.load(Ordering::Relaxed) | GONE, Ordering::Release);
         ring::fence(Ordering::SeqCst);
         for ring in &self.rings {
-            let tail: &AtomicU32 = &ring.mapping.words()[TAIL];
-            sys::futex_wake(tail, i32::MAX);
+            sys::futex_wake(&ring.mapping.ring().header[TAIL], i32::MAX);
         }
         // The lifeline's write end closes when the fields drop.
     }
 }
-

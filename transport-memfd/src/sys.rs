@@ -4,8 +4,9 @@
 //! # Safety
 //!
 //! This is the only module that maps memory or forms references to it.
-//! Shared memory is only ever seen as `&[AtomicU32]` (and the robust-list
-//! links as `AtomicUsize`), never as `&[u8]` or `&mut`, so memory that
+//! Shared memory is only ever seen as `&[AtomicU32]`, a ring's slots as
+//! `&[AtomicU64]` (and the robust-list links as `AtomicUsize`), each byte
+//! at one size only, never as `&[u8]` or `&mut`, so memory that
 //! another process writes at any moment is only read and written through
 //! atomics. A [`Mapping`] owns its range and unmaps it when dropped; the
 //! word slices it hands out borrow it. The memfds behind the mappings are
@@ -25,7 +26,7 @@ use std::time::Duration;
 use nix::errno::Errno;
 use nix::libc;
 
-use crate::ring::{AtomicU32, LIFE};
+use crate::ring::{AtomicU32, AtomicU64, HEADER_WORDS, LIFE, Ring, SLOTS_AT};
 
 /// The kernel's `int` result of a call, or its errno.
 fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
@@ -143,6 +144,29 @@ impl Mapping {
         // that other processes write is. Read-only mappings are only read
         // (the child's control area goes only to load-only functions).
         unsafe { std::slice::from_raw_parts(self.base.as_ptr().cast::<AtomicU32>(), self.words) }
+    }
+
+    /// The shared memory as a ring: its first [`HEADER_WORDS`] words as
+    /// 32-bit atomics, the rest as 64-bit atomics. For a ring's mapping
+    /// only, which is then never seen through [`words`](Self::words).
+    pub(crate) fn ring(&self) -> Ring<'_> {
+        let len = self.shared_len();
+        let header = HEADER_WORDS.min(len / 4);
+        let slots = len.saturating_sub(SLOTS_AT) / 8;
+        // SAFETY: `base` is page-aligned, so `base + SLOTS_AT` is 8-aligned;
+        // the two ranges are disjoint and inside the shared part, mapped for
+        // as long as `self` lives (the slices borrow it). The atomics have
+        // the size and alignment of u32 and u64 and allow mutation through
+        // shared references, which is what memory that another process
+        // writes is. Nothing in this process views these bytes at another
+        // size.
+        let (header, slots) = unsafe {
+            (
+                std::slice::from_raw_parts(self.base.as_ptr().cast::<AtomicU32>(), header),
+                std::slice::from_raw_parts(self.base.as_ptr().cast::<u8>().add(SLOTS_AT).cast::<AtomicU64>(), slots),
+            )
+        };
+        Ring { header, slots }
     }
 
     /// The byte length of the shared part.

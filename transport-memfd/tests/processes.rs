@@ -202,7 +202,7 @@ fn full_ring_blocks_in_the_kernel() {
 }
 
 /// A hostile child scribbles pseudo-random bytes all over its own ring,
-/// head included, while an honest child sends 20,000 updates: the master
+/// header included, while an honest child sends 20,000 updates: the master
 /// reports what it rejects, names everything the hostile child produced
 /// with its channel, never panics, and the honest child's updates are exact.
 #[test]
@@ -222,10 +222,14 @@ fn hostile_child_spoils_only_itself() {
                 let bytes = x.to_ne_bytes();
                 let n = usize::try_from(x >> 61).expect("fits") + 1;
                 sink.scribble(offset, &bytes[..n]);
-                if round % 4096 == 0 {
-                    // Now and then a head that claims a whole ring of records.
-                    let head = u32::try_from(x & 0xffff).expect("fits") + 1024;
-                    sink.scribble(0, &head.to_ne_bytes());
+                if round % 64 == 0 {
+                    // Often a slot whose `rec` word looks like a record
+                    // (even seq: "published") for some index near the
+                    // start, in the documented layout: slots of 16 bytes
+                    // from byte 128, `rec` first, seq in its high half.
+                    let slot = usize::try_from(x % 64).expect("fits");
+                    let seq = (x >> 8) & 0x3e;
+                    sink.scribble(128 + 16 * slot, &((seq << 32) | 1).to_ne_bytes());
                 }
             }
             std::process::exit(0);
@@ -313,20 +317,19 @@ fn child_cannot_resize_or_write_what_the_master_maps() {
 }
 
 /// A child writes a whole, well-formed record by hand (the documented
-/// layout: slot 0 at byte 128, `seq` 2 = "record 0, whole", then head 1 at
-/// byte 0) claiming to be pid 1: the master delivers it, named by the
-/// forger's own channel. (Scribbling rings no doorbell, so the master
-/// looks once the forger has exited.)
+/// layout: slot 0 at byte 128, its `who` word, generation and pid 1, then
+/// its `rec` word, seq 2 = "record 0, published" and status 1) claiming to
+/// be pid 1: the master delivers it, named by the forger's own channel.
+/// (Scribbling rings no doorbell, so the master looks once the forger has
+/// exited.)
 #[test]
 fn forged_pid_is_named_by_its_channel() {
     let ctx = ctx("forged_pid_is_named_by_its_channel");
     if ctx.role().is_some() {
         let mut sink = child_sink::<Memfd>();
-        let mut slot = Vec::new();
-        for word in [2u32, 1, sink.generation(), 1] {
-            slot.extend_from_slice(&word.to_ne_bytes());
-        }
-        if (sink.scribble(128, &slot), sink.scribble(0, &1u32.to_ne_bytes())) != (16, 4) {
+        let who = (u64::from(sink.generation()) << 32) | 1;
+        let rec = (2u64 << 32) | 1;
+        if (sink.scribble(136, &who.to_ne_bytes()), sink.scribble(128, &rec.to_ne_bytes())) != (8, 8) {
             fail("the forged record did not fit the ring");
         }
         std::process::exit(0);
