@@ -7,7 +7,6 @@
 //! reports what only it can see (its own timings) on its stdout, which the
 //! master reads.
 
-use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::process::{Child, Command, Stdio};
@@ -15,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use master_proto::env::GENERATION_VAR;
-use master_proto::{ChildFds, Status};
+use master_proto::{ChildFds, Status, StatusUpdate};
 use nix::fcntl::OFlag;
 use nix::sys::signal::{SigSet, Signal, kill};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -300,11 +299,24 @@ fn wake_latency(args: &RoleArgs) -> io::Result<Map<String, Value>> {
     Ok(out)
 }
 
+/// One expected child of a fan-in run.
+#[derive(Debug)]
+struct Expected {
+    pid: i32,
+    generation: u32,
+    /// Updates accepted.
+    accepted: u64,
+    /// The last status accepted.
+    last: Option<Status>,
+}
+
 /// Delivery bookkeeping of a fan-in run.
 #[derive(Debug, Default)]
 pub(crate) struct Delivery {
-    /// (pid) -> (generation, updates accepted, last status).
-    children: HashMap<i32, (u32, u64, Option<Status>)>,
+    /// The children, in the order they were expected: a fan-in run gives
+    /// the k-th child generation k, so an update's generation finds its
+    /// child without a search (any other order still works, by search).
+    children: Vec<Expected>,
     /// Updates accepted in per-child alternation.
     pub(crate) accepted: u64,
     /// Everything that arrived (updates and counted wake-ups).
@@ -318,7 +330,17 @@ pub(crate) struct Delivery {
 impl Delivery {
     /// Expects updates from `pid` with `generation`.
     pub(crate) fn expect(&mut self, pid: i32, generation: u32) {
-        self.children.insert(pid, (generation, 0, None));
+        self.children.push(Expected { pid, generation, accepted: 0, last: None });
+    }
+
+    /// The child that sent `u`, if it is one of this run's.
+    fn child(&mut self, u: StatusUpdate) -> Option<&mut Expected> {
+        let is = |c: &Expected| c.pid == u.pid && c.generation == u.generation;
+        let at = usize::try_from(u.generation).ok().and_then(|g| g.checked_sub(1));
+        match at {
+            Some(at) if self.children.get(at).is_some_and(is) => self.children.get_mut(at),
+            _ => self.children.iter_mut().find(|c| is(c)),
+        }
     }
 
     /// Takes one item into account.
@@ -334,14 +356,14 @@ impl Delivery {
             }
             Item::Update(u) => {
                 self.received += 1;
-                match self.children.get_mut(&u.pid) {
-                    Some((generation, n, last)) if *generation == u.generation && u.status.is_known() => {
+                match self.child(u) {
+                    Some(child) if u.status.is_known() => {
                         // Each child alternates TAKEN, AVAIL, TAKEN, ...
-                        if *last == Some(u.status) || (*last).is_none() && u.status != Status::TAKEN {
+                        if child.last == Some(u.status) || child.last.is_none() && u.status != Status::TAKEN {
                             self.duplicated += 1;
                         } else {
-                            *n += 1;
-                            *last = Some(u.status);
+                            child.accepted += 1;
+                            child.last = Some(u.status);
                             self.accepted += 1;
                         }
                     }
@@ -617,7 +639,6 @@ fn death_child_to_master(args: &RoleArgs) -> io::Result<Map<String, Value>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use master_proto::StatusUpdate;
 
     fn update(pid: i32, generation: u32, status: Status) -> Item {
         Item::Update(StatusUpdate { pid, generation, status })
