@@ -177,6 +177,7 @@ impl MemfdSink {
     /// # Errors
     ///
     /// As [`StatusSink::notify`].
+    #[inline]
     pub fn publish(&self, update: StatusUpdate) -> Result<(), NotifyError> {
         if self.master_gone()? {
             return Err(NotifyError::Disconnected);

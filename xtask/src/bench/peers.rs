@@ -87,12 +87,12 @@ impl Master for IpmpscMaster {
         Ok(self.pending.is_some())
     }
 
-    fn drain(&mut self, f: &mut dyn FnMut(Item)) -> io::Result<bool> {
+    fn drain(&mut self, f: &mut dyn FnMut(&[Item])) -> io::Result<bool> {
         if let Some(r) = self.pending.take() {
-            f(item(&r));
+            f(&[item(&r)]);
         }
         while let Some(r) = self.rx.try_recv::<Record>().map_err(err)? {
-            f(item(&r));
+            f(&[item(&r)]);
         }
         Ok(false)
     }
@@ -149,9 +149,9 @@ impl Master for IceoryxMaster {
         Ok(woke)
     }
 
-    fn drain(&mut self, f: &mut dyn FnMut(Item)) -> io::Result<bool> {
+    fn drain(&mut self, f: &mut dyn FnMut(&[Item])) -> io::Result<bool> {
         while let Some(sample) = self.subscriber.receive().map_err(err)? {
-            f(item(&sample));
+            f(&[item(&sample)]);
         }
         Ok(false)
     }
@@ -270,13 +270,13 @@ impl Master for IpcChannelMaster {
         Ok(self.pending.is_some())
     }
 
-    fn drain(&mut self, f: &mut dyn FnMut(Item)) -> io::Result<bool> {
+    fn drain(&mut self, f: &mut dyn FnMut(&[Item])) -> io::Result<bool> {
         if let Some(r) = self.pending.take() {
-            f(item(&r));
+            f(&[item(&r)]);
         }
         loop {
             match self.rx.try_recv() {
-                Ok(r) => f(item(&r)),
+                Ok(r) => f(&[item(&r)]),
                 Err(TryRecvError::Empty) => return Ok(false),
                 Err(TryRecvError::IpcError(e)) => return Err(err(format!("{e:?}"))),
             }

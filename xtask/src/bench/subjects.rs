@@ -102,9 +102,11 @@ pub(crate) trait Master {
     /// Waits until something may be pending, at most `timeout`; whether it
     /// may.
     fn wait(&mut self, timeout: Duration) -> io::Result<bool>;
-    /// Reads everything pending without blocking, handing each item to `f`;
-    /// returns whether the channel reported that every sender is gone.
-    fn drain(&mut self, f: &mut dyn FnMut(Item)) -> io::Result<bool>;
+    /// Reads everything pending without blocking, handing the items to `f`
+    /// in batches (one call per batch keeps the measurement's own cost per
+    /// update low); returns whether the channel reported that every sender
+    /// is gone.
+    fn drain(&mut self, f: &mut dyn FnMut(&[Item])) -> io::Result<bool>;
     /// Makes what one child with `generation` needs.
     fn child(&mut self, generation: u32) -> io::Result<ChildSetup>;
     /// The child with `generation` was spawned as `pid`.
@@ -158,6 +160,9 @@ impl std::fmt::Debug for Subject {
 
 // ---------------------------------------------------------------- transports
 
+/// Items a transport's master hands over at once.
+const BATCH: usize = 256;
+
 /// A transport's source, as a [`Master`].
 struct TransportMaster<T: Transport> {
     transport: T,
@@ -169,11 +174,21 @@ impl<T: Transport> Master for TransportMaster<T> {
         sys::wait_readable(self.source.as_fd(), timeout)
     }
 
-    fn drain(&mut self, f: &mut dyn FnMut(Item)) -> io::Result<bool> {
-        let drained = self.source.drain(|received| match received {
-            Received::Update { update, .. } => f(Item::Update(update)),
-            Received::Malformed(_) => f(Item::Malformed),
+    fn drain(&mut self, f: &mut dyn FnMut(&[Item])) -> io::Result<bool> {
+        let mut batch = [Item::Malformed; BATCH];
+        let mut len = 0;
+        let drained = self.source.drain(|received| {
+            batch[len] = match received {
+                Received::Update { update, .. } => Item::Update(update),
+                Received::Malformed(_) => Item::Malformed,
+            };
+            len += 1;
+            if len == BATCH {
+                f(&batch);
+                len = 0;
+            }
         });
+        f(&batch[..len]);
         match drained {
             Ok(_) => Ok(false),
             Err(RecvError::Closed) => Ok(true),
@@ -313,14 +328,14 @@ impl Master for FloorMaster {
         sys::wait_readable(self.master.as_fd(), timeout)
     }
 
-    fn drain(&mut self, f: &mut dyn FnMut(Item)) -> io::Result<bool> {
+    fn drain(&mut self, f: &mut dyn FnMut(&[Item])) -> io::Result<bool> {
         let fd = self.master.as_raw_fd();
         loop {
             let n = match self.mechanism {
                 Mechanism::Syscall => return Ok(false),
                 Mechanism::Eventfd => match nix::unistd::read(&self.master, &mut self.buf[..8]) {
                     Ok(8) => {
-                        f(Item::Count(u64::from_ne_bytes(self.buf[..8].try_into().unwrap_or([0; 8]))));
+                        f(&[Item::Count(u64::from_ne_bytes(self.buf[..8].try_into().unwrap_or([0; 8])))]);
                         continue;
                     }
                     Ok(n) => return Err(io::Error::other(format!("eventfd read returned {n} bytes"))),
@@ -337,7 +352,7 @@ impl Master for FloorMaster {
                 Ok(0) if matches!(self.mechanism, Mechanism::Pipe | Mechanism::Stream) => {
                     if !self.partial.is_empty() {
                         self.partial.clear();
-                        f(Item::Malformed);
+                        f(&[Item::Malformed]);
                     }
                     return Ok(true);
                 }
@@ -345,13 +360,13 @@ impl Master for FloorMaster {
                     self.partial.extend_from_slice(&self.buf[..n]);
                     let whole = self.partial.len() / WIRE_SIZE * WIRE_SIZE;
                     for record in self.partial[..whole].chunks_exact(WIRE_SIZE) {
-                        f(Item::Update(StatusUpdate::decode(record.try_into().unwrap_or(&[0; WIRE_SIZE]))));
+                        f(&[Item::Update(StatusUpdate::decode(record.try_into().unwrap_or(&[0; WIRE_SIZE])))]);
                     }
                     self.partial.drain(..whole);
                 }
                 Ok(n) => match StatusUpdate::decode_packet(&self.buf[..n]) {
-                    Ok(update) => f(Item::Update(update)),
-                    Err(_) => f(Item::Malformed),
+                    Ok(update) => f(&[Item::Update(update)]),
+                    Err(_) => f(&[Item::Malformed]),
                 },
                 Err(Errno::EAGAIN) => return Ok(false),
                 Err(Errno::EINTR) => {}
@@ -527,13 +542,13 @@ mod tests {
         let b = StatusUpdate { pid: 8, generation: 10, status: Status::AVAIL }.encode();
         let mut got = Vec::new();
         nix::unistd::write(&w, &a[..5]).expect("write");
-        master.drain(&mut |i| got.push(i)).expect("drain");
+        master.drain(&mut |i| got.extend_from_slice(i)).expect("drain");
         assert!(got.is_empty(), "half a record is not an update: {got:?}");
         nix::unistd::write(&w, &a[5..]).expect("write");
         nix::unistd::write(&w, &b).expect("write");
         nix::unistd::write(&w, &b[..3]).expect("write");
         drop(w);
-        let closed = master.drain(&mut |i| got.push(i)).expect("drain");
+        let closed = master.drain(&mut |i| got.extend_from_slice(i)).expect("drain");
         assert!(closed, "end of file is reported");
         assert_eq!(
             got,
