@@ -93,8 +93,8 @@ impl Sizes {
     fn describe(&self) -> String {
         format!(
             "notify_cost {} notifies; wake_latency {} samples; fan_in {} updates per run shared by the children \
-             (at least {} each; a run shorter than 50 ms is measured again with 10x, then 100x the updates); \
-             death {} samples each way",
+             (at least {} each); death {} samples each way. A notify_cost or fan_in run shorter than 50 ms is \
+             measured again with 10x, then 100x the updates",
             self.notifies, self.wake_samples, self.fan_in_total, self.fan_in_min, self.death_samples
         )
     }
