@@ -30,6 +30,7 @@
 #![allow(unsafe_code)] // Safety: the `UnsafeCell` behind the lock, and `Sync` for it (see each block).
 
 use std::cell::{Cell, UnsafeCell};
+use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, compiler_fence};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
@@ -79,15 +80,39 @@ pub(crate) struct BiasedLock<T> {
     mutex: Mutex<()>,
 }
 
-// SAFETY: the value is reached only in `with`, which runs one closure at a
-// time: the owner's while `busy` is set and the bias stands, or one
-// holding the mutex after the bias was revoked and the owner seen out
-// (`busy == 0`, acquire). `T: Send` because the value is used from
+// SAFETY: the value is reached only through a `Biased` guard, which only
+// the owner gets and only while `busy` is set and the bias stands, or in
+// `with` by a thread holding the mutex after the bias was revoked and the
+// owner seen out (`busy == 0`, acquire). `T: Send` because the value is used from
 // whichever thread holds the lock.
 unsafe impl<T: Send> Sync for BiasedLock<T> {}
 
 /// Clears `busy` when the owner leaves, even by unwinding.
 struct Leave<'a, T>(&'a BiasedLock<T>);
+
+/// The value, held on the biased path ([`BiasedLock::try_biased`]) until
+/// this drops.
+pub(crate) struct Biased<'a, T>(Leave<'a, T>);
+
+impl<T> Deref for Biased<'_, T> {
+    type Target = T;
+
+    #[inline(always)]
+    fn deref(&self) -> &T {
+        // SAFETY: the bias stands and `busy` is set while this lives: a
+        // revoker waits for `busy == 0` before the value is touched again
+        // (module docs), and only the owner enters.
+        unsafe { &*self.0.0.value.get() }
+    }
+}
+
+impl<T> DerefMut for Biased<'_, T> {
+    #[inline(always)]
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as in `deref`; `&mut self` makes this borrow unique.
+        unsafe { &mut *self.0.0.value.get() }
+    }
+}
 
 impl<T> Drop for Leave<'_, T> {
     #[inline]
@@ -132,38 +157,46 @@ impl<T> BiasedLock<T> {
         !matches!(self.owner.load(Ordering::Relaxed), NOBODY | SHARED)
     }
 
-    /// Runs `f` with the value, exclusively; the first thread ever to take
-    /// the lock becomes its owner.
+    /// Enters the biased section if this thread (`me`) holds the bias and
+    /// it stands; it lasts until the returned guard drops.
+    #[inline(always)]
+    fn enter(&self, me: u64) -> Option<Leave<'_, T>> {
+        if self.owner.load(Ordering::Relaxed) != me {
+            return None;
+        }
+        self.busy.store(1, Ordering::Relaxed);
+        compiler_fence(Ordering::SeqCst);
+        let leave = Leave(self);
+        // Dropped at once (leaving) when the bias was revoked meanwhile.
+        (self.owner.load(Ordering::Acquire) == me).then_some(leave)
+    }
+
+    /// The value, exclusively, if this thread holds the bias and it
+    /// stands: the fast path, plain loads and stores only. `None`
+    /// otherwise; then call [`with`](Self::with).
+    #[inline(always)]
+    pub(crate) fn try_biased(&self) -> Option<Biased<'_, T>> {
+        self.enter(thread_token()).map(|leave| Biased(leave))
+    }
+
+    /// Runs `f` with the value, exclusively, whichever thread calls: the
+    /// first thread ever to take the lock becomes its owner and takes the
+    /// fast path; any other takes the mutex, revoking the bias first if
+    /// another thread holds it.
     ///
     /// # Errors
     ///
     /// The errno of `membarrier` if this call had to revoke the bias and
     /// the barrier failed (`f` is then not run).
-    #[inline(always)]
-    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> Result<R, Errno> {
-        let me = thread_token();
-        if self.owner.load(Ordering::Relaxed) == me {
-            self.busy.store(1, Ordering::Relaxed);
-            compiler_fence(Ordering::SeqCst);
-            let leave = Leave(self);
-            if self.owner.load(Ordering::Acquire) == me {
-                // SAFETY: the bias stands and `busy` is set: a revoker waits
-                // for `busy == 0` before the value is touched again (module
-                // docs), and only the owner takes this path.
-                return Ok(f(unsafe { &mut *self.value.get() }));
-            }
-            drop(leave);
-        }
-        self.with_slow(me, f)
-    }
-
-    /// [`with`](Self::with) the slow way: claims an unowned lock, or takes
-    /// the mutex (revoking the bias first if another thread holds it).
     #[cold]
     #[inline(never)]
-    fn with_slow<R>(&self, me: u64, f: impl FnOnce(&mut T) -> R) -> Result<R, Errno> {
-        if self.owner.compare_exchange(NOBODY, me, Ordering::Acquire, Ordering::Relaxed).is_ok() {
-            return self.with(f);
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> Result<R, Errno> {
+        let me = thread_token();
+        if self.owner.load(Ordering::Relaxed) == NOBODY {
+            let _ = self.owner.compare_exchange(NOBODY, me, Ordering::Acquire, Ordering::Relaxed);
+        }
+        if let Some(leave) = self.enter(me) {
+            return Ok(f(&mut Biased(leave)));
         }
         let _guard = self.mutex.lock().unwrap_or_else(PoisonError::into_inner);
         // The owner itself needs no revocation: the only biased section

@@ -9,7 +9,7 @@ use master_proto::{EnvError, NotifyError, Status, StatusSink, StatusUpdate};
 use nix::errno::Errno;
 
 use crate::biased::BiasedLock;
-use crate::ring::{self, ARMED, CONTROL_WORDS, FENCE, Ordering, Producer, Ring, TAIL};
+use crate::ring::{self, ARMED, CONTROL_WORDS, FENCE, Ordering, Producer, TAIL};
 use crate::sys::{self, Mapping};
 
 /// How long a child blocked on a full ring sleeps in the kernel before it
@@ -151,7 +151,8 @@ impl MemfdSink {
 
     /// Blocks in the kernel until the ring has room or the master has gone.
     #[cold]
-    fn wait_for_room(&self, ring: Ring<'_>, producer: &mut Producer) -> Result<(), NotifyError> {
+    fn wait_for_room(&self, producer: &mut Producer) -> Result<(), NotifyError> {
+        let ring = self.ring.ring();
         let result = loop {
             if producer.prepare_to_wait(ring) {
                 break Ok(());
@@ -163,6 +164,24 @@ impl MemfdSink {
         };
         Producer::set_waiting(ring, false);
         result
+    }
+
+    /// Pushes `update` into the ring, waiting for room if it is full.
+    #[inline(always)]
+    fn push(&self, producer: &mut Producer, update: StatusUpdate) -> Result<(), NotifyError> {
+        let ring = self.ring.ring();
+        if !producer.has_room(ring) {
+            self.wait_for_room(producer)?;
+        }
+        producer.push(ring, update);
+        Ok(())
+    }
+
+    /// [`push`](Self::push) by a thread without the producer's bias.
+    #[cold]
+    #[inline(never)]
+    fn push_slow(&self, update: StatusUpdate) -> Result<(), NotifyError> {
+        self.producer.with(|producer| self.push(producer, update)).map_err(NotifyError::Io)?
     }
 
     /// Publishes a record whose every field the caller chose, exactly as
@@ -182,16 +201,10 @@ impl MemfdSink {
         if self.master_gone()? {
             return Err(NotifyError::Disconnected);
         }
-        let ring = self.ring.ring();
-        self.producer
-            .with(|producer| {
-                if !producer.has_room(ring) {
-                    self.wait_for_room(ring, producer)?;
-                }
-                producer.push(ring, update);
-                Ok(())
-            })
-            .map_err(NotifyError::Io)??;
+        match self.producer.try_biased() {
+            Some(mut producer) => self.push(&mut producer, update)?,
+            None => self.push_slow(update)?,
+        }
         // Publish, then look at the master's "asleep": a store then a load,
         // which needs a full barrier on one side. With membarrier the master
         // pays it on its way to sleep; without, this fence does.
