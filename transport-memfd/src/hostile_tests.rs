@@ -262,3 +262,55 @@ fn in_process_sink(source: &mut MemfdSource, generation: u32, pid: i32) -> Memfd
     let (control, doorbell, lifeline) = (next(), next(), next());
     MemfdSink::new(end.status, control, doorbell, lifeline, honest_pid(), generation).expect("sink")
 }
+
+/// A child that notifies as fast as it can, for ever, cannot hold the
+/// master in `drain`: each call ends after a bounded number of passes (and
+/// the doorbell stays readable), and every update still arrives in order.
+#[test]
+fn drain_ends_while_a_child_floods() {
+    use std::os::fd::AsFd;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    let mut source = Memfd.open().expect("open");
+    let sink = in_process_sink(&mut source, 4, 700);
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = Arc::clone(&stop);
+    let child = std::thread::spawn(move || {
+        let mut sent = 0;
+        while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+            sink.notify(Status(sent)).expect("notify");
+            sent += 1;
+        }
+        sent
+    });
+    let mut next = 0;
+    let mut calls = 0;
+    while next < 1_000_000 {
+        let n = source
+            .drain(|item| {
+                let Received::Update { update, .. } = item else { panic!("malformed {item:?}") };
+                assert_eq!(update.status, Status(next));
+                next += 1;
+            })
+            .expect("read");
+        let most = crate::source::PASSES * crate::source::STREAK;
+        assert!(n <= most as usize, "one drain took {n} updates: more than its passes allow");
+        calls += 1;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = child.join().expect("the child thread");
+    while next < sent {
+        let mut fds = [nix::poll::PollFd::new(source.as_fd(), nix::poll::PollFlags::POLLIN)];
+        let ready = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(10_000u16)).expect("poll");
+        assert!(ready > 0, "update {next} pending, the doorbell silent");
+        source
+            .drain(|item| {
+                let Received::Update { update, .. } = item else { panic!("malformed {item:?}") };
+                assert_eq!(update.status, Status(next));
+                next += 1;
+            })
+            .expect("read");
+    }
+    assert_eq!(next, sent);
+    assert!(calls > 1);
+}

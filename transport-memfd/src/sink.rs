@@ -19,9 +19,13 @@ const FULL_WAIT: Duration = Duration::from_millis(20);
 /// A child's end of a [`crate::Memfd`] channel.
 ///
 /// `notify` writes into the child's own ring and, while the master is
-/// awake, makes no system call. A ring has one producer: threads of the
-/// child that share a sink take turns through a mutex inside it (private
-/// to this process, so no other process can hold it).
+/// awake, makes no system call and no locked instruction. A ring has one
+/// producer: threads of the child that share a sink take turns through a
+/// lock inside it (private to this process, so no other process can hold
+/// it) that is biased towards the first thread to notify: that thread
+/// enters with plain stores; the first time another thread notifies, it
+/// revokes the bias with one `membarrier`, and from then on every thread
+/// takes a mutex.
 #[derive(Debug)]
 pub struct MemfdSink {
     ring: Mapping,

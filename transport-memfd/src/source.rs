@@ -20,10 +20,10 @@ pub const RING_SLOTS: u32 = 8192;
 
 /// Records taken from one ring in a row before the scan moves on, so a busy
 /// child cannot starve the others.
-const STREAK: u32 = 64;
+pub(crate) const STREAK: u32 = 64;
 
 /// Passes over the rings that one `drain` makes at most.
-const PASSES: u32 = 64;
+pub(crate) const PASSES: u32 = 64;
 
 /// How the master makes its "asleep" store visible before it looks at the
 /// rings again.
@@ -364,24 +364,22 @@ impl StatusSource for MemfdSource {
     /// holds (up to [`STREAK`] items a ring), writing each ring's index back
     /// once per batch, and the handshake moves on once per pass. It ends
     /// after [`PASSES`] passes that found something even if children keep
-    /// sending (so children that outrun the master cannot hold it here);
-    /// the doorbell then stays readable.
+    /// sending (so children that outrun the master cannot hold it here):
+    /// besides what reaped children left, it hands over at most
+    /// `PASSES × STREAK` records a ring. The doorbell then stays readable.
     fn drain(&mut self, mut f: impl FnMut(Received)) -> Result<usize, RecvError> {
         let mut n = 0;
         while let Some(item) = self.pending.pop_front() {
             f(item);
             n += 1;
         }
-        let mut passes = 0;
-        loop {
+        // Passes that found something; the look on the way to sleep counts
+        // as one when it finds its one record.
+        for _ in 0..PASSES {
             let got = self.sweep(&mut f);
             if got > 0 {
                 n += got as usize;
                 self.found(got);
-                passes += 1;
-                if passes == PASSES {
-                    return Ok(n);
-                }
                 continue;
             }
             if self.stay_awake() {
@@ -395,6 +393,7 @@ impl StatusSource for MemfdSource {
                 None => return Ok(n),
             }
         }
+        Ok(n)
     }
 }
 
