@@ -234,47 +234,65 @@ mod tests {
 
     use super::*;
 
+    /// One step under the lock: a read-modify-write of the counter with a
+    /// pause in between (a second thread inside at the same time loses an
+    /// increment), and a note of who stepped. The pause (microseconds) is
+    /// longer than a `membarrier`, so that a revoker that did not wait for
+    /// the owner to leave would be caught inside with it.
+    fn step(value: &mut (u64, Vec<u32>), who: u32) {
+        let seen = value.0;
+        for _ in 0..10_000 {
+            std::hint::spin_loop();
+        }
+        value.0 = seen + 1;
+        value.1.push(who);
+    }
+
+    /// The owner's way in: the biased path, else the general one.
+    fn owner_step(lock: &BiasedLock<(u64, Vec<u32>)>) {
+        match lock.try_biased() {
+            Some(mut value) => step(&mut value, 0),
+            None => lock.with(|value| step(value, 0)).expect("owner take"),
+        }
+    }
+
     #[test]
     fn first_thread_is_biased_and_others_revoke() {
-        let lock = Arc::new(BiasedLock::new(Vec::<(u32, u32)>::new()));
-        if lock.owner.load(Ordering::Relaxed) == SHARED {
-            // No private expedited membarrier here: never biased.
-            lock.with(|v| v.push((0, 0))).expect("unbiased lock");
-            assert!(!lock.is_biased());
+        if BiasedLock::new(()).owner.load(Ordering::Relaxed) == SHARED {
+            // No private expedited membarrier here: never biased (the
+            // mutex path is tested below).
             return;
         }
-        lock.with(|v| v.push((0, 0))).expect("first take");
-        assert!(lock.is_biased(), "the first thread holds the bias");
-        // The owner keeps taking it while two other threads start to: the
-        // revocation happens under way; every push lands, each thread's in
-        // order.
-        const EACH: u32 = 200_000;
-        let start = Arc::new(Barrier::new(3));
-        let others: Vec<_> = (1..3)
-            .map(|t| {
+        // Many revocations, each while the owner keeps taking the lock: the
+        // moment of revocation is the only one two threads could both be
+        // inside, so it is made to happen often.
+        const ROUNDS: u32 = 100;
+        const OWNER_STEPS: u64 = 100;
+        for round in 0..ROUNDS {
+            let lock = Arc::new(BiasedLock::new((0u64, Vec::new())));
+            assert!(lock.try_biased().is_none(), "nobody owns a new lock");
+            owner_step(&lock);
+            assert!(lock.is_biased(), "the first thread holds the bias");
+            let start = Arc::new(Barrier::new(2));
+            let other = {
                 let (lock, start) = (Arc::clone(&lock), Arc::clone(&start));
                 std::thread::spawn(move || {
                     start.wait();
-                    for k in 0..EACH {
-                        lock.with(|v| v.push((t, k))).expect("take");
+                    for _ in 0..3 {
+                        lock.with(|value| step(value, 1)).expect("take");
                     }
                 })
-            })
-            .collect();
-        start.wait();
-        for k in 1..=EACH {
-            lock.with(|v| v.push((0, k))).expect("owner take");
-        }
-        for other in others {
-            other.join().expect("thread");
-        }
-        assert!(!lock.is_biased(), "revoked for good");
-        let all = lock.with(std::mem::take).expect("take");
-        assert_eq!(all.len(), 1 + 3 * EACH as usize);
-        for t in 0..3 {
-            let mine: Vec<u32> = all.iter().filter(|(who, _)| *who == t).map(|(_, k)| *k).collect();
-            let want: Vec<u32> = if t == 0 { (0..=EACH).collect() } else { (0..EACH).collect() };
-            assert!(mine == want, "thread {t}'s pushes are all there, in order");
+            };
+            start.wait();
+            for _ in 1..OWNER_STEPS {
+                owner_step(&lock);
+            }
+            other.join().expect("the other thread");
+            assert!(!lock.is_biased(), "round {round}: revoked for good");
+            assert!(lock.try_biased().is_none(), "round {round}: the owner's fast path is closed");
+            let (count, who) = lock.with(std::mem::take).expect("take");
+            assert_eq!(count, OWNER_STEPS + 3, "round {round}: a step was lost: two threads were inside at once");
+            assert_eq!(who.iter().filter(|&&w| w == 1).count(), 3);
         }
     }
 
