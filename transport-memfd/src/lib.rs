@@ -65,11 +65,16 @@
 //! `tail`" is a record (then `who`); "being written" or the slot's previous
 //! value (zero before the ring's first lap, then the previous lap's
 //! record) is nothing yet; anything else is a slot the child scribbled on,
-//! reported as [`Malformed::Corrupt`](master_proto::Malformed::Corrupt) and
-//! skipped. The master reads no index of the child's: every slot offset is
-//! its own index masked by its own capacity, so nothing a child writes
-//! moves where the master reads. The master writes `tail` back every
-//! quarter ring and whenever a ring runs empty.
+//! reported once as
+//! [`Malformed::Corrupt`](master_proto::Malformed::Corrupt): the master
+//! puts the slot's previous value back (a compare-and-swap, so a store the
+//! child made since is kept) and keeps its index. The master reads no index
+//! of the child's: every slot offset is its own index masked by its own
+//! capacity, so nothing a child writes moves where the master reads, and it
+//! never gets ahead of what the child published. The master writes `tail`
+//! back every quarter ring and whenever a ring runs empty. One `drain`
+//! makes at most 64 passes, so children that outrun the master cannot keep
+//! it there.
 //!
 //! **Sleep and wake**, no wake-up lost: when a scan finds nothing, the
 //! master resets the doorbell, sets `asleep`, issues a full barrier
