@@ -164,6 +164,9 @@ impl<T> BiasedLock<T> {
         if self.owner.load(Ordering::Relaxed) != me {
             return None;
         }
+        // Only the owner sets `busy`: set already, the owner is inside, and
+        // a second way in would alias the first.
+        assert!(self.busy.load(Ordering::Relaxed) == 0, "a BiasedLock taken again by the thread holding it");
         self.busy.store(1, Ordering::Relaxed);
         compiler_fence(Ordering::SeqCst);
         let leave = Leave(self);
@@ -174,6 +177,11 @@ impl<T> BiasedLock<T> {
     /// The value, exclusively, if this thread holds the bias and it
     /// stands: the fast path, plain loads and stores only. `None`
     /// otherwise; then call [`with`](Self::with).
+    ///
+    /// # Panics
+    ///
+    /// If this thread holds the lock already (a second way in would alias
+    /// the first); [`with`](Self::with) too.
     #[inline(always)]
     pub(crate) fn try_biased(&self) -> Option<Biased<'_, T>> {
         self.enter(thread_token()).map(|leave| Biased(leave))
@@ -200,7 +208,8 @@ impl<T> BiasedLock<T> {
         }
         let _guard = self.mutex.lock().unwrap_or_else(PoisonError::into_inner);
         // The owner itself needs no revocation: the only biased section
-        // there could be is its own.
+        // there could be is its own (and it is not inside it: `enter`
+        // refuses that, and this is reached only after `enter` failed).
         let owner = self.owner.load(Ordering::Relaxed);
         if owner != SHARED && owner != me {
             self.revoke()?;
@@ -294,6 +303,20 @@ mod tests {
             assert_eq!(count, OWNER_STEPS + 3, "round {round}: a step was lost: two threads were inside at once");
             assert_eq!(who.iter().filter(|&&w| w == 1).count(), 3);
         }
+    }
+
+    #[test]
+    fn the_owner_cannot_take_it_twice() {
+        let lock = BiasedLock::new(0u32);
+        if lock.owner.load(Ordering::Relaxed) == SHARED {
+            return;
+        }
+        lock.with(|n| *n += 1).expect("first take");
+        let held = lock.try_biased().expect("the owner's fast path");
+        let again = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| lock.try_biased().is_some()));
+        assert!(again.is_err(), "a second guard while the first lives");
+        drop(held);
+        assert_eq!(lock.try_biased().map(|n| *n), Some(1), "usable again once the first guard dropped");
     }
 
     #[test]

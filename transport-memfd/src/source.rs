@@ -361,12 +361,12 @@ impl StatusSource for MemfdSource {
     }
 
     /// As the provided method, in batches: each pass takes what every ring
-    /// holds (up to [`STREAK`] items a ring), writing each ring's index back
+    /// holds (up to 64 items a ring), writing each ring's index back
     /// once per batch, and the handshake moves on once per pass. It ends
-    /// after [`PASSES`] passes that found something even if children keep
+    /// after 64 passes that found something even if children keep
     /// sending (so children that outrun the master cannot hold it here):
     /// besides what reaped children left, it hands over at most
-    /// `PASSES × STREAK` records a ring. The doorbell then stays readable.
+    /// 4096 records a ring. The doorbell then stays readable.
     fn drain(&mut self, mut f: impl FnMut(Received)) -> Result<usize, RecvError> {
         let mut n = 0;
         while let Some(item) = self.pending.pop_front() {
