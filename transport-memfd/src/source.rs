@@ -108,8 +108,9 @@ pub struct MemfdSource {
     barrier: Barrier,
     /// The lifeline: children get the read end; the write end is only here.
     lifeline_read: OwnedFd,
-    /// Never written: it only has to close when the source drops.
-    _lifeline_write: OwnedFd,
+    /// Never written: it only has to close, which `Drop` does right after
+    /// setting the death word.
+    lifeline_write: Option<OwnedFd>,
     rings: Vec<ChildRing>,
     cursor: usize,
     streak: u32,
@@ -141,7 +142,7 @@ impl MemfdSource {
             control,
             barrier,
             lifeline_read,
-            _lifeline_write: lifeline_write,
+            lifeline_write: Some(lifeline_write),
             rings: Vec::new(),
             cursor: 0,
             streak: 0,
@@ -404,9 +405,11 @@ impl Drop for MemfdSource {
         let life = &self.control.words()[LIFE];
         life.store(life.load(Ordering::Relaxed) | GONE, Ordering::Release);
         ring::fence(Ordering::SeqCst);
+        // Then the lifeline fires (children waiting in poll wake now),
+        // then children blocked on a full ring are woken.
+        drop(self.lifeline_write.take());
         for ring in &self.rings {
             sys::futex_wake(&ring.mapping.ring().header[TAIL], i32::MAX);
         }
-        // The lifeline's write end closes when the fields drop.
     }
 }
