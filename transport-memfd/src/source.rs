@@ -63,20 +63,15 @@ impl ChildRing {
     /// The next item of this ring, writing the index back and waking a
     /// producer waiting for room when due.
     fn next(&mut self) -> Option<Item> {
-        let ring = self.mapping.ring();
-        let item = self.consumer.next(ring);
-        if item.is_none() {
-            self.consumer.flush(ring);
-        }
-        if self.consumer.take_wake() {
-            sys::futex_wake(&ring.header[TAIL], 1);
-        }
-        item
+        let mut next = None;
+        self.take(1, |item| next = Some(item));
+        next
     }
 
     /// Up to `max` items of this ring in a row, each handed to `f`; how
-    /// many. The index is written back (and a producer waiting for room
-    /// woken) as [`next`](Self::next) does, but once per batch.
+    /// many. The index is written back when the ring runs empty (and every
+    /// quarter ring), and a producer found waiting for room is woken, once
+    /// per batch.
     fn take(&mut self, max: u32, mut f: impl FnMut(Item)) -> u32 {
         let ring = self.mapping.ring();
         let mut n = 0;

@@ -204,28 +204,42 @@ fn items(item: Item) -> u64 {
     }
 }
 
-/// The shortest time the notifying child of `notify_cost` is measured
-/// over; a shorter run is measured again with ten times the notifies (at
-/// most [`NOTIFY_GROWTH`] times), for the same reason as [`FAN_IN_SPAN`].
-const NOTIFY_SPAN: Duration = Duration::from_millis(50);
+/// The shortest span a `notify_cost` or `fan_in` figure is measured over.
+/// A run that ends sooner is measured again with ten times the updates (at
+/// most [`GROWTH`] times), so that a subject whose notify makes no system
+/// call is measured over milliseconds of steady state, not over its first
+/// page faults and wake-ups.
+const SPAN: Duration = Duration::from_millis(50);
 
-/// How many times a `notify_cost` run is measured again with ten times the
-/// notifies at most.
-const NOTIFY_GROWTH: u32 = 2;
+/// How many times a run is measured again with ten times the updates at
+/// most.
+const GROWTH: u32 = 2;
 
-fn notify_cost(args: &RoleArgs) -> io::Result<Map<String, Value>> {
-    let mut count = args.count;
+/// Runs `round` with `count` updates, then with ten times as many, until
+/// a round lasts [`SPAN`] (the span it returns) or has grown [`GROWTH`]
+/// times; the last round's metrics.
+fn long_enough(
+    mut count: u64,
+    mut round: impl FnMut(u64) -> io::Result<(Map<String, Value>, Duration)>,
+) -> io::Result<Map<String, Value>> {
     for grown in 0.. {
-        let out = notify_cost_round(args, count)?;
-        let ns = out.get("ns_per_notify").and_then(Value::as_f64).unwrap_or(f64::INFINITY);
-        #[allow(clippy::cast_precision_loss, reason = "a duration in ns: f64 precision is plenty")]
-        let long_enough = ns * count as f64 >= NOTIFY_SPAN.as_secs_f64() * 1e9;
-        if long_enough || grown == NOTIFY_GROWTH {
+        let (out, span) = round(count)?;
+        if span >= SPAN || grown == GROWTH {
             return Ok(out);
         }
         count = count.saturating_mul(10);
     }
     unreachable!("the loop returns by its last round")
+}
+
+fn notify_cost(args: &RoleArgs) -> io::Result<Map<String, Value>> {
+    long_enough(args.count, |count| {
+        let out = notify_cost_round(args, count)?;
+        let ns = out.get("ns_per_notify").and_then(Value::as_f64).unwrap_or(f64::INFINITY);
+        #[allow(clippy::cast_precision_loss, reason = "a duration in ns: f64 precision is plenty")]
+        let span = Duration::try_from_secs_f64(ns * count as f64 / 1e9).unwrap_or(Duration::MAX);
+        Ok((out, span))
+    })
 }
 
 /// One `notify_cost` run of `count` notifies.
@@ -420,27 +434,8 @@ impl Drop for Reaper {
     }
 }
 
-/// The shortest span a fan-in rate is measured over. A run that ends
-/// sooner is measured again with ten times the updates (at most
-/// [`FAN_IN_GROWTH`] times), so that a subject whose notify makes no system
-/// call is measured over milliseconds of steady state, not over its
-/// children's first page faults and wake-ups.
-const FAN_IN_SPAN: Duration = Duration::from_millis(50);
-
-/// How many times a fan-in run is measured again with ten times the
-/// updates at most.
-const FAN_IN_GROWTH: u32 = 2;
-
 fn fan_in(args: &RoleArgs) -> io::Result<Map<String, Value>> {
-    let mut count = args.count;
-    for grown in 0.. {
-        let (out, span) = fan_in_round(args, count)?;
-        if span >= FAN_IN_SPAN || grown == FAN_IN_GROWTH {
-            return Ok(out);
-        }
-        count = count.saturating_mul(10);
-    }
-    unreachable!("the loop returns by its last round")
+    long_enough(args.count, |count| fan_in_round(args, count))
 }
 
 /// One fan-in run with `count` updates per child: its metrics, and the
