@@ -214,7 +214,9 @@ impl<'a> Spawn<'a> {
     pub fn spawn_registered<T: Transport>(self, transport: &T, source: &mut T::Source) -> Kid {
         let generation = self.generation;
         let kid = self.spawn(transport, source);
-        transport.register_child(source, generation, kid.pid());
+        transport
+            .register_child(source, generation, kid.pid())
+            .unwrap_or_else(|e| fail(format_args!("register_child: {e}")));
         kid
     }
 

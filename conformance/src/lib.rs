@@ -1,22 +1,29 @@
-//! The transport conformance suite, and the one list of transports.
+//! The transport conformance suite: the contract every status transport
+//! meets, as cases run in real processes, and the test kit they share.
 //!
 //! DESIGN.md §3, the contract every transport meets, as executable cases
 //! that run unchanged against every transport, in real processes. The cases
 //! live once, in [`cases`], generic over the transport; the
 //! [`conformance_suite!`] macro instantiates every case as a `#[test]` for
 //! each transport it is given, under a module named after the transport's
-//! short name; and [`with_transports!`] names every transport built on this
-//! platform with the cargo features enabled (`pipe`, `unixsock`, `memfd`).
-//! `tests/suite.rs` is one line:
+//! short name. This crate depends on `master-proto` alone: it names no
+//! transport.
+//!
+//! # Where the suite runs
+//!
+//! The transports facade (crate `master-proto-transports`) runs it for its
+//! whole list of transports, in `transports/tests/conformance.rs`, one line:
 //!
 //! ```text
-//! master_proto_conformance::with_transports!(conformance_suite);
+//! master_proto_transports::with_transports!(conformance_suite);
 //! ```
 //!
-//! so `cargo test -p master-proto-conformance` runs every case against
-//! every transport, and `cargo test -p master-proto-conformance pipe::`
-//! one transport (`duplex::`, `dgram::`, … likewise; `::fd_hygiene` one
-//! case everywhere). The bench and the demo expand [`with_transports!`] too.
+//! so `cargo test -p master-proto-transports --test conformance` runs every
+//! case against every transport built here,
+//! `cargo test -p master-proto-transports --test conformance pipe::` one
+//! transport (`duplex::`, `dgram::`, … likewise), and
+//! `cargo test -p master-proto-transports --test conformance ::fd_hygiene`
+//! one case against all.
 //!
 //! # The cases
 //!
@@ -47,133 +54,132 @@
 //!
 //! # Adding a transport
 //!
-//! 1. Append `name => Type,` to the list in `src/transports.rs` (see
-//!    [`transports`]); `Type: Transport + Default`, and `name` its
-//!    [`Transport::NAME`](master_proto::Transport::NAME).
-//! 2. Implement [`Hostile`] for it in `src/hostile.rs`: how a child writes
-//!    raw bytes where its sink writes records.
+//! 1. Implement [`Hostile`] for its type in its own crate, behind a cargo
+//!    feature `conformance` (see [`hostile`]); the type is
+//!    `Transport + Default`.
+//! 2. In the workspace: add its crate to the facade's list
+//!    (`transports/src/lib.rs`). Every case then runs against it.
 //!
-//! Every case then runs against it. A transport outside this workspace can
-//! run the suite from its own test file:
+//! A transport outside this workspace runs the suite from a test file of
+//! its own, with its `conformance` feature on for its tests:
 //!
 //! ```text
 //! master_proto_conformance::conformance_suite! { mine => my_crate::Mine, }
 //! ```
 //!
-//! (with `Hostile` implemented for `Mine` in that crate, since the trait is
-//! this crate's).
+//! The type is resolved where the macro is called, so any path works there,
+//! even one whose first segment is the name of a generated module.
 
 pub mod cases;
 pub mod harness;
 pub mod hostile;
 pub mod postfix;
+mod suite;
 mod sys;
-pub mod transports;
 
 pub use hostile::Hostile;
-pub use transports::{DEFAULT_TRANSPORT, TRANSPORT_NAMES};
+pub use suite::Suite;
 
 /// Instantiates every case as a `#[test]` for each `name => Type` given,
 /// under `mod name`. See the [crate documentation](crate).
+///
+/// For each entry it also defines a function `name` beside the module (a
+/// function and a module of one name do not clash), which resolves `Type`
+/// where the macro is called and hands the module a [`Suite`] for it.
 #[macro_export]
 macro_rules! conformance_suite {
-    ($($name:ident => $ty:path,)*) => {
+    ($($name:ident => $ty:ty,)*) => {
         $(
-            mod $name {
-                #[allow(unused_imports, reason = "lets a transport type be named relative to the caller")]
-                use super::*;
+            #[doc(hidden)]
+            fn $name() -> $crate::Suite<$ty> {
+                #[allow(unused_imports, reason = "one of the two answers the probe")]
+                use $crate::cases::{ShareIfSync as _, ShareNever as _};
+                $crate::Suite::new(stringify!($name), (&&$crate::cases::SyncProbe::<$ty>::new()).share())
+            }
 
+            mod $name {
                 fn ctx(case: &str) -> $crate::harness::Ctx {
                     $crate::harness::Ctx::new(module_path!(), case)
                 }
 
-                fn share() -> ::core::option::Option<$crate::cases::Share<$ty>> {
-                    #[allow(unused_imports, reason = "one of the two answers the probe")]
-                    use $crate::cases::{ShareIfSync as _, ShareNever as _};
-                    (&&$crate::cases::SyncProbe::<$ty>::new()).share()
-                }
-
                 #[test]
                 fn round_trip() {
-                    $crate::cases::round_trip::<$ty>(&ctx("round_trip"));
+                    super::$name().round_trip(&ctx("round_trip"));
                 }
 
                 #[test]
                 fn whole_updates_in_order() {
-                    $crate::cases::whole_updates_in_order::<$ty>(&ctx("whole_updates_in_order"));
+                    super::$name().whole_updates_in_order(&ctx("whole_updates_in_order"));
                 }
 
                 #[test]
                 fn fan_in_at_scale() {
-                    $crate::cases::fan_in_at_scale::<$ty>(&ctx("fan_in_at_scale"));
+                    super::$name().fan_in_at_scale(&ctx("fan_in_at_scale"));
                 }
 
                 #[test]
                 fn back_pressure_as_declared() {
-                    $crate::cases::back_pressure_as_declared::<$ty>(&ctx("back_pressure_as_declared"));
+                    super::$name().back_pressure_as_declared(&ctx("back_pressure_as_declared"));
                 }
 
                 #[test]
                 fn master_close_disconnects() {
-                    $crate::cases::master_close_disconnects::<$ty>(&ctx("master_close_disconnects"));
+                    super::$name().master_close_disconnects(&ctx("master_close_disconnects"));
                 }
 
                 #[test]
                 fn master_killed_disconnects() {
-                    $crate::cases::master_killed_disconnects::<$ty>(&ctx("master_killed_disconnects"));
+                    super::$name().master_killed_disconnects(&ctx("master_killed_disconnects"));
                 }
 
                 #[test]
                 fn sigpipe_default_never_kills() {
-                    $crate::cases::sigpipe_default_never_kills::<$ty>(&ctx("sigpipe_default_never_kills"));
+                    super::$name().sigpipe_default_never_kills(&ctx("sigpipe_default_never_kills"));
                 }
 
                 #[test]
                 fn child_killed_mid_notify() {
-                    $crate::cases::child_killed_mid_notify::<$ty>(&ctx("child_killed_mid_notify"));
+                    super::$name().child_killed_mid_notify(&ctx("child_killed_mid_notify"));
                 }
 
                 #[test]
                 fn hostile_input() {
-                    $crate::cases::hostile_input::<$ty>(&ctx("hostile_input"));
+                    super::$name().hostile_input(&ctx("hostile_input"));
                 }
 
                 #[test]
                 fn no_lost_wakeup() {
-                    $crate::cases::no_lost_wakeup::<$ty>(&ctx("no_lost_wakeup"));
+                    super::$name().no_lost_wakeup(&ctx("no_lost_wakeup"));
                 }
 
                 #[test]
                 fn fd_hygiene() {
-                    $crate::cases::fd_hygiene::<$ty>(&ctx("fd_hygiene"));
+                    super::$name().fd_hygiene(&ctx("fd_hygiene"));
                 }
 
                 #[test]
                 fn eintr_storm() {
-                    $crate::cases::eintr_storm::<$ty>(&ctx("eintr_storm"));
+                    super::$name().eintr_storm(&ctx("eintr_storm"));
                 }
 
                 #[test]
                 fn generation_and_reload() {
-                    $crate::cases::generation_and_reload::<$ty>(&ctx("generation_and_reload"));
+                    super::$name().generation_and_reload(&ctx("generation_and_reload"));
                 }
 
                 #[test]
                 fn threads_share_a_sink() {
-                    $crate::cases::threads_share_a_sink::<$ty>(&ctx("threads_share_a_sink"), share());
+                    super::$name().threads_share_a_sink(&ctx("threads_share_a_sink"));
                 }
 
                 #[test]
                 fn declared_capabilities_are_honest() {
-                    $crate::cases::declared_capabilities_are_honest::<$ty>(
-                        &ctx("declared_capabilities_are_honest"),
-                        share(),
-                    );
+                    super::$name().declared_capabilities_are_honest(&ctx("declared_capabilities_are_honest"));
                 }
 
                 #[test]
                 fn short_name() {
-                    assert_eq!(<$ty as master_proto::Transport>::NAME, stringify!($name));
+                    super::$name().short_name();
                 }
             }
         )*

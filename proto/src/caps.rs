@@ -7,7 +7,21 @@
 use std::time::Duration;
 
 /// A transport's declared capabilities.
+///
+/// Read the fields; build a value with [`Caps::new`] and the `with_`
+/// methods, so that a capability added later does not break a transport
+/// written outside this crate.
+///
+/// # Examples
+///
+/// ```
+/// use master_proto::{BackPressure, Caps, Delivery, Framing, Identity};
+/// const CAPS: Caps = Caps::new(Delivery::EveryUpdate, Identity::Claimed, Framing::ByteStream, BackPressure::Block)
+///     .with_thread_safe_sink(true);
+/// assert!(!CAPS.postfix_wire);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Caps {
     /// Whether every update arrives, or only each child's latest state.
     pub delivery: Delivery,
@@ -23,6 +37,40 @@ pub struct Caps {
     /// Whether one sink may be shared by several threads of a child, each
     /// notifying concurrently, with every update still whole.
     pub thread_safe_sink: bool,
+}
+
+impl Caps {
+    /// Capabilities with these four promises, not Postfix's wire, and a
+    /// sink that threads may not share.
+    #[must_use]
+    pub const fn new(delivery: Delivery, identity: Identity, framing: Framing, back_pressure: BackPressure) -> Caps {
+        Caps { delivery, identity, framing, back_pressure, postfix_wire: false, thread_safe_sink: false }
+    }
+
+    /// The same, with [`postfix_wire`](Self::postfix_wire) set to `yes`.
+    #[must_use]
+    pub const fn with_postfix_wire(self, yes: bool) -> Caps {
+        Caps { postfix_wire: yes, ..self }
+    }
+
+    /// The same, with [`thread_safe_sink`](Self::thread_safe_sink) set to
+    /// `yes`.
+    #[must_use]
+    pub const fn with_thread_safe_sink(self, yes: bool) -> Caps {
+        Caps { thread_safe_sink: yes, ..self }
+    }
+
+    /// The same, with another [`identity`](Self::identity).
+    #[must_use]
+    pub const fn with_identity(self, identity: Identity) -> Caps {
+        Caps { identity, ..self }
+    }
+
+    /// The same, with another [`back_pressure`](Self::back_pressure).
+    #[must_use]
+    pub const fn with_back_pressure(self, back_pressure: BackPressure) -> Caps {
+        Caps { back_pressure, ..self }
+    }
 }
 
 /// Delivery guarantee (contract item 1).
@@ -46,8 +94,9 @@ pub enum Identity {
     /// `SCM_CREDENTIALS`).
     KernelPid,
     /// Every child has a private channel handed out at spawn; the channel
-    /// names the child whatever it writes.
-    PrivateChannel,
+    /// names the child whatever it writes
+    /// ([`Sender::Channel`](crate::Sender::Channel)).
+    Channel,
 }
 
 /// How records are delimited (contract item 10).

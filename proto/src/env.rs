@@ -413,6 +413,15 @@ pub fn parse_generation(value: Option<&str>) -> Result<u32, EnvError> {
     u32::from_str_radix(v, 8).map_err(|_| EnvError::BadGeneration(v.to_owned()))
 }
 
+impl EnvError {
+    /// [`EnvError::Io`] with the errno of `e`, which a failed system call
+    /// always carries; `EIO` for an error that carries none.
+    #[must_use]
+    pub fn from_io(e: &std::io::Error) -> EnvError {
+        EnvError::Io(e.raw_os_error().map_or(Errno::EIO, Errno::from_raw))
+    }
+}
+
 /// What is wrong with a child's standard environment.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -443,9 +452,16 @@ pub enum EnvError {
         /// The transport the environment names.
         found: String,
     },
+    /// The environment names a transport this program was built without.
+    #[error("the master uses status transport {0:?}, which is not built into this program")]
+    UnknownTransport(String),
     /// The standard descriptors were claimed already in this process.
     #[error("the standard environment was already claimed in this process")]
     AlreadyClaimed,
+    /// A descriptor the master passed is not what the transport expects
+    /// (a shared-memory region too small, say).
+    #[error("the status channel is unusable: {0}")]
+    Unusable(&'static str),
     /// Setting up the sink failed.
     #[error("setting up the status sink failed: {0}")]
     Io(#[source] Errno),

@@ -72,5 +72,5 @@ pub use caps::{BackPressure, Caps, Delivery, Framing, Identity};
 pub use env::{ChildEnd, ChildEnv, ChildFds, EnvError, InstallError};
 pub use sink::{NotifyError, StatusSink};
 pub use source::{Received, RecvError, Sender, StatusSource};
-pub use transport::Transport;
+pub use transport::{EndFds, Transport};
 pub use wire::{Malformed, Status, StatusUpdate, WIRE_SIZE};

@@ -79,6 +79,22 @@ pub enum NotifyError {
     Io(#[source] Errno),
 }
 
+impl NotifyError {
+    /// What a `write(2)` or `send(2)` of a record that failed with `errno`
+    /// means: [`Disconnected`](Self::Disconnected) for the errors of a
+    /// writer whose reader has gone (`EPIPE` on a pipe or a stream or
+    /// seqpacket socket, `ECONNRESET`, `ENOTCONN`, and `ECONNREFUSED` for
+    /// the first datagram to a closed peer), [`Io`](Self::Io) for any other.
+    /// Callers retry `EINTR` and wait out `EAGAIN` themselves.
+    #[must_use]
+    pub const fn from_send_errno(errno: Errno) -> NotifyError {
+        match errno {
+            Errno::EPIPE | Errno::ECONNRESET | Errno::ENOTCONN | Errno::ECONNREFUSED => NotifyError::Disconnected,
+            errno => NotifyError::Io(errno),
+        }
+    }
+}
+
 impl From<NotifyError> for std::io::Error {
     fn from(e: NotifyError) -> std::io::Error {
         use std::io::ErrorKind;

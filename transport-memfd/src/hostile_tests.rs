@@ -145,7 +145,7 @@ proptest! {
         }
         drain(&mut source, &mut received)?;
         prop_assert_eq!(received, sent);
-        Memfd.forget_child(&mut source, 100);
+        Memfd.forget_child(&mut source, 100).expect("forget_child");
         drain(&mut source, &mut received)?;
         prop_assert_eq!(source.rings(), 1);
     }
@@ -163,7 +163,7 @@ fn forgetting_a_child_delivers_what_it_left_and_reports_a_torn_record() {
     // Record 3 half written: its slot's `rec` says "record 3, being
     // written" (seq 2 * 3 + 1, in the word's high half).
     assert_eq!(sink.scribble(128 + 3 * 16, &rec(writing(3), 0).to_ne_bytes()), 8);
-    Memfd.forget_child(&mut source, 400);
+    Memfd.forget_child(&mut source, 400).expect("forget_child");
     assert_eq!(source.rings(), 0);
     let mut got = Vec::new();
     source.drain(|item| got.push(item)).expect("read");
@@ -188,7 +188,7 @@ fn unregistered_ring_waits_for_its_pid() {
     assert_eq!(source.try_recv(), Ok(None));
     sink.notify(Status::AVAIL).expect("notify");
     assert_eq!(source.try_recv(), Ok(None), "no pid yet: not read");
-    Memfd.register_child(&mut source, 5, 500);
+    Memfd.register_child(&mut source, 5, 500).expect("register_child");
     let mut fds = [nix::poll::PollFd::new(source.as_fd(), nix::poll::PollFlags::POLLIN)];
     assert_eq!(nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO), Ok(1), "registering rang the doorbell");
     let (u, sender) = match source.try_recv() {
@@ -256,7 +256,7 @@ fn honest_pid() -> i32 {
 /// A sink in this process over a fresh child end, registered under `pid`.
 fn in_process_sink(source: &mut MemfdSource, generation: u32, pid: i32) -> MemfdSink {
     let end = Memfd.child_end(source, generation).expect("child end");
-    Memfd.register_child(source, generation, pid);
+    Memfd.register_child(source, generation, pid).expect("register_child");
     let mut aux = end.aux.into_iter().map(|(_, fd)| fd);
     let mut next = || -> OwnedFd { aux.next().expect("three aux descriptors") };
     let (control, doorbell, lifeline) = (next(), next(), next());

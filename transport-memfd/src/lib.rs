@@ -149,6 +149,8 @@ cfg_if::cfg_if! {
         mod loom_models;
     } else if #[cfg(target_os = "linux")] {
         mod biased;
+        #[cfg(feature = "conformance")]
+        mod hostile;
         mod ring;
         mod sink;
         mod source;
@@ -157,6 +159,8 @@ cfg_if::cfg_if! {
         #[cfg(test)]
         mod hostile_tests;
 
+        #[cfg(feature = "conformance")]
+        pub use hostile::Scribbler;
         pub use sink::MemfdSink;
         pub use source::{MemfdSource, RING_SLOTS};
         pub use transport::{CONTROL, DOORBELL, LIFELINE, Memfd};

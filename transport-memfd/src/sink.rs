@@ -6,7 +6,6 @@ use std::sync::atomic::compiler_fence;
 use std::time::Duration;
 
 use master_proto::{EnvError, NotifyError, Status, StatusSink, StatusUpdate};
-use nix::errno::Errno;
 
 use crate::biased::BiasedLock;
 use crate::ring::{self, ARMED, CONTROL_WORDS, FENCE, Ordering, Producer, TAIL};
@@ -55,17 +54,17 @@ impl MemfdSink {
         pid: i32,
         generation: u32,
     ) -> Result<MemfdSink, EnvError> {
-        let io = |e: std::io::Error| EnvError::Io(Errno::from_raw(e.raw_os_error().unwrap_or(0)));
-        let invalid = || EnvError::Io(Errno::EINVAL);
+        let io = |e: std::io::Error| EnvError::from_io(&e);
         let ring_len = sys::file_size(ring_fd.as_fd()).map_err(io)?;
         if ring_len < ring::ring_bytes(2) {
-            return Err(invalid());
+            return Err(EnvError::Unusable("the ring at fd 5 is smaller than two slots"));
         }
         let ring = Mapping::shared(ring_fd.as_fd(), ring_len, true).map_err(io)?;
-        let producer = Producer::new(ring.ring()).ok_or_else(invalid)?;
+        let producer = Producer::new(ring.ring())
+            .ok_or(EnvError::Unusable("the ring's capacity is not a power of two that fits its memfd"))?;
         let control_len = sys::file_size(control_fd.as_fd()).map_err(io)?;
         if control_len < CONTROL_WORDS * 4 {
-            return Err(invalid());
+            return Err(EnvError::Unusable("the control area is smaller than its words"));
         }
         let control = Mapping::shared(control_fd.as_fd(), control_len, false).map_err(io)?;
         let words = control.words();

@@ -5,10 +5,12 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use master_proto::{Malformed, Received, RecvError, Sender, StatusSource};
+use master_proto::lifeline::Lifeline;
+use master_proto::{EndFds, Malformed, Received, RecvError, Sender, StatusSource};
 
 use crate::ring::{self, ARMED, ASLEEP, Consumer, FENCE, GONE, Item, LIFE, Ordering, TAIL};
 use crate::sys::{self, ControlArea, Mapping};
+use crate::transport::{CONTROL, DOORBELL};
 
 /// Slots in each child's ring (16 bytes each, 128 KiB a ring): enough for
 /// a burst of updates while the master is busy elsewhere, and few futex
@@ -101,11 +103,8 @@ pub struct MemfdSource {
     doorbell: OwnedFd,
     control: ControlArea,
     barrier: Barrier,
-    /// The lifeline: children get the read end; the write end is only here.
-    lifeline_read: OwnedFd,
-    /// Never written: it only has to close, which `Drop` does right after
-    /// setting the death word.
-    lifeline_write: Option<OwnedFd>,
+    /// The lifeline: cut by `Drop` right after setting the death word.
+    lifeline: Lifeline,
     rings: Vec<ChildRing>,
     cursor: usize,
     streak: u32,
@@ -129,15 +128,11 @@ impl MemfdSource {
             words[ARMED].store(u32::from(watch_tid.is_some()), Ordering::Relaxed);
             words[LIFE].store(watch_tid.unwrap_or(0), Ordering::Release);
         })?;
-        // os_pipe makes both ends close-on-exec.
-        let (lifeline_read, lifeline_write) = os_pipe::pipe()?;
-        let (lifeline_read, lifeline_write) = (OwnedFd::from(lifeline_read), OwnedFd::from(lifeline_write));
         Ok(MemfdSource {
             doorbell: sys::eventfd()?,
             control,
             barrier,
-            lifeline_read,
-            lifeline_write: Some(lifeline_write),
+            lifeline: Lifeline::new()?,
             rings: Vec::new(),
             cursor: 0,
             streak: 0,
@@ -172,9 +167,9 @@ impl MemfdSource {
     }
 
     /// Makes a new ring for the child about to be spawned with
-    /// `generation`: (ring memfd, control memfd, doorbell, lifeline), each a
-    /// new close-on-exec descriptor.
-    pub(crate) fn new_child(&mut self, generation: u32) -> io::Result<[OwnedFd; 4]> {
+    /// `generation`: the ring memfd, and the control memfd, doorbell and
+    /// lifeline by name, each a new close-on-exec descriptor.
+    pub(crate) fn new_child(&mut self, generation: u32) -> io::Result<EndFds> {
         let consumer = Consumer::new(RING_SLOTS);
         let len = ring::ring_bytes(RING_SLOTS);
         let fd = sys::memfd(c"master-proto-memfd-ring", len)?;
@@ -182,8 +177,14 @@ impl MemfdSource {
         let mapping = Mapping::shared(fd.as_fd(), len, true)?;
         // A new memfd reads as zeros: only the header needs writing.
         consumer.init_zeroed(mapping.ring());
-        let fds =
-            [fd, self.control.fd().try_clone_to_owned()?, self.doorbell.try_clone()?, self.lifeline_read.try_clone()?];
+        let fds = EndFds {
+            status: fd,
+            aux: vec![
+                (CONTROL, self.control.fd().try_clone_to_owned()?),
+                (DOORBELL, self.doorbell.try_clone()?),
+                self.lifeline.aux()?,
+            ],
+        };
         // Only once nothing can fail any more: no ring without a child end.
         self.rings.push(ChildRing { generation, pid: None, mapping, consumer });
         Ok(fds)
@@ -193,13 +194,19 @@ impl MemfdSource {
     /// the doorbell so that anything it published already is read. Should
     /// several rings wait under one generation, the oldest is bound first
     /// (rings are bound in the order they were made).
-    pub(crate) fn register(&mut self, generation: u32, pid: i32) {
-        if let Some(ring) = self.rings.iter_mut().find(|r| r.generation == generation && r.pid.is_none()) {
-            ring.pid = Some(pid);
-            // A failed ring (impossible for a valid eventfd) only delays the
-            // ring's first read until the next wake-up.
-            let _ = sys::ring_bell(self.doorbell.as_fd());
-        }
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` when no unbound ring was made for `generation`.
+    pub(crate) fn register(&mut self, generation: u32, pid: i32) -> io::Result<()> {
+        let ring = self.rings.iter_mut().find(|r| r.generation == generation && r.pid.is_none()).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, format!("no memfd ring is waiting for generation {generation}"))
+        })?;
+        ring.pid = Some(pid);
+        // A failed ring (impossible for a valid eventfd) only delays the
+        // ring's first read until the next wake-up.
+        let _ = sys::ring_bell(self.doorbell.as_fd());
+        Ok(())
     }
 
     /// Drains and unmaps the ring of the reaped child `pid`; what it held
@@ -402,7 +409,7 @@ impl Drop for MemfdSource {
         ring::fence(Ordering::SeqCst);
         // Then the lifeline fires (children waiting in poll wake now),
         // then children blocked on a full ring are woken.
-        drop(self.lifeline_write.take());
+        self.lifeline.cut();
         for ring in &self.rings {
             sys::futex_wake(&ring.mapping.ring().header[TAIL], i32::MAX);
         }

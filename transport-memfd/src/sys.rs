@@ -257,10 +257,10 @@ const MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED: libc::c_int = 1 << 2;
 const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_int = 1 << 3;
 const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_int = 1 << 4;
 
-fn membarrier(cmd: libc::c_int) -> io::Result<libc::c_long> {
+fn membarrier(cmd: libc::c_int) -> Result<libc::c_long, Errno> {
     // SAFETY: membarrier takes integers and touches no memory.
     let rc = unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0u32, 0i32) };
-    if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(rc) }
+    if rc < 0 { Err(Errno::last()) } else { Ok(rc) }
 }
 
 /// Whether this kernel offers `MEMBARRIER_CMD_GLOBAL_EXPEDITED` (and its
@@ -280,7 +280,7 @@ pub(crate) fn membarrier_register() -> bool {
 /// A full memory barrier on every running thread of every registered
 /// process.
 pub(crate) fn membarrier_global() -> Result<(), Errno> {
-    membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED).map(drop).map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0)))
+    membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED).map(drop)
 }
 
 /// Registers this process for private expedited membarriers; whether it
@@ -292,7 +292,7 @@ pub(crate) fn membarrier_private_register() -> bool {
 /// A full memory barrier on every running thread of this process (which
 /// registered with [`membarrier_private_register`]).
 pub(crate) fn membarrier_private() -> Result<(), Errno> {
-    membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED).map(drop).map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0)))
+    membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED).map(drop)
 }
 
 // ---------------------------------------------------------------------------

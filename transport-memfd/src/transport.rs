@@ -4,8 +4,7 @@
 use std::io;
 
 use master_proto::env::ChildEnv;
-use master_proto::transport::check_transport;
-use master_proto::{BackPressure, Caps, ChildEnd, Delivery, EnvError, Framing, Identity, Transport};
+use master_proto::{BackPressure, Caps, Delivery, EndFds, EnvError, Framing, Identity, Transport};
 
 use crate::sink::MemfdSink;
 use crate::source::MemfdSource;
@@ -33,55 +32,46 @@ pub use master_proto::lifeline::LIFELINE;
 /// assert_eq!(source.try_recv(), Ok(None));
 /// # Ok::<(), std::io::Error>(())
 /// ```
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Memfd;
 
 impl Transport for Memfd {
     type Source = MemfdSource;
     type Sink = MemfdSink;
 
-    const NAME: &'static str = "memfd";
+    fn name(&self) -> &'static str {
+        "memfd"
+    }
 
     /// Every update, in per-child order, named by the child's own ring; a
     /// full ring blocks the child in the kernel until the master reads or
     /// goes. Threads of a child may share its sink (they take turns).
     fn caps(&self) -> Caps {
-        Caps {
-            delivery: Delivery::EveryUpdate,
-            identity: Identity::PrivateChannel,
-            framing: Framing::Packet,
-            back_pressure: BackPressure::Block,
-            postfix_wire: false,
-            thread_safe_sink: true,
-        }
+        Caps::new(Delivery::EveryUpdate, Identity::Channel, Framing::Packet, BackPressure::Block)
+            .with_thread_safe_sink(true)
     }
 
     fn open(&self) -> io::Result<MemfdSource> {
         MemfdSource::open()
     }
 
-    fn child_end(&self, source: &mut MemfdSource, generation: u32) -> io::Result<ChildEnd> {
-        let [ring, control, doorbell, lifeline] = source.new_child(generation)?;
-        Ok(ChildEnd {
-            transport: Self::NAME,
-            status: ring,
-            aux: vec![(CONTROL, control), (DOORBELL, doorbell), (LIFELINE, lifeline)],
-        })
+    fn end_fds(&self, source: &mut MemfdSource, generation: u32) -> io::Result<EndFds> {
+        source.new_child(generation)
     }
 
-    fn register_child(&self, source: &mut MemfdSource, generation: u32, pid: i32) {
-        source.register(generation, pid);
+    fn register_child(&self, source: &mut MemfdSource, generation: u32, pid: i32) -> io::Result<()> {
+        source.register(generation, pid)
     }
 
-    fn forget_child(&self, source: &mut MemfdSource, pid: i32) {
+    fn forget_child(&self, source: &mut MemfdSource, pid: i32) -> io::Result<()> {
         source.forget(pid);
+        Ok(())
     }
 
-    fn sink(&self, env: &mut ChildEnv) -> Result<MemfdSink, EnvError> {
-        check_transport(env, Self::NAME, false)?;
+    fn open_sink(&self, env: &mut ChildEnv) -> Result<MemfdSink, EnvError> {
         let control = env.take_aux(CONTROL)?;
         let doorbell = env.take_aux(DOORBELL)?;
-        let lifeline = env.take_aux(LIFELINE)?;
+        let lifeline = master_proto::lifeline::take(env)?;
         let ring = env.take_status()?;
         MemfdSink::new(ring, control, doorbell, lifeline, env.pid, env.generation)
     }

@@ -271,7 +271,7 @@ fn hostile_child_spoils_only_itself() {
     assert!(malformed > 0, "the scribbling was reported ({hostile_updates} updates from the hostile channel)");
     honest.expect_success("the honest child");
     hostile.expect_success("the hostile child");
-    Memfd.forget_child(&mut source, hostile_pid);
+    Memfd.forget_child(&mut source, hostile_pid).expect("forget_child");
     source.drain(|_| {}).expect("drain what the hostile ring held");
     assert_eq!(source.rings(), 1);
 }

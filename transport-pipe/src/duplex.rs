@@ -17,8 +17,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use master_proto::env::ChildEnv;
-use master_proto::transport::check_transport;
-use master_proto::{Caps, ChildEnd, EnvError, NotifyError, Status, StatusSink, StatusUpdate, Transport};
+use master_proto::{Caps, EndFds, EnvError, NotifyError, Status, StatusSink, StatusUpdate, Transport};
 use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, send, socketpair};
 
 use crate::source::StreamSource;
@@ -36,17 +35,19 @@ use crate::sys;
 /// assert_eq!(source.try_recv(), Ok(None));
 /// # drop(end); Ok::<(), std::io::Error>(())
 /// ```
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Duplex;
 
 impl Transport for Duplex {
     type Source = StreamSource;
     type Sink = DuplexSink;
 
-    const NAME: &'static str = "duplex";
+    fn name(&self) -> &'static str {
+        "duplex"
+    }
 
     fn caps(&self) -> Caps {
-        Caps { postfix_wire: true, ..crate::source::STREAM_CAPS }
+        crate::source::STREAM_CAPS.with_postfix_wire(true)
     }
 
     fn open(&self) -> io::Result<StreamSource> {
@@ -57,14 +58,14 @@ impl Transport for Duplex {
         Ok(StreamSource::new(master, child, None))
     }
 
-    fn child_end(&self, source: &mut StreamSource, _generation: u32) -> io::Result<ChildEnd> {
-        Ok(ChildEnd { transport: Self::NAME, status: sys::dup(&source.child_status)?, aux: Vec::new() })
+    fn end_fds(&self, source: &mut StreamSource, _generation: u32) -> io::Result<EndFds> {
+        Ok(EndFds { status: sys::dup(&source.child_status)?, aux: Vec::new() })
     }
 
-    /// Builds the sink on fd 5. Accepts an environment that names no
-    /// transport, since a real Postfix master sets none.
-    fn sink(&self, env: &mut ChildEnv) -> Result<DuplexSink, EnvError> {
-        check_transport(env, Self::NAME, true)?;
+    /// Builds the sink on fd 5. [`Transport::sink`] accepts an environment
+    /// that names no transport for this one, since a real Postfix master
+    /// sets none.
+    fn open_sink(&self, env: &mut ChildEnv) -> Result<DuplexSink, EnvError> {
         let status = env.take_status()?;
         Ok(DuplexSink::new(status, env.pid, env.generation))
     }

@@ -39,6 +39,8 @@
 //! [`NotifyError::Disconnected`]: master_proto::NotifyError::Disconnected
 
 mod duplex;
+#[cfg(feature = "conformance")]
+mod hostile;
 mod pipe;
 mod source;
 mod sys;
@@ -46,8 +48,3 @@ mod sys;
 pub use duplex::{Duplex, DuplexSink};
 pub use pipe::{LIFELINE, Pipe, PipeSink};
 pub use source::StreamSource;
-
-/// The README's examples, compiled as doctests so they stay true.
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-struct ReadmeDoctests;

@@ -30,8 +30,8 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use master_proto::env::ChildEnv;
-use master_proto::transport::check_transport;
-use master_proto::{Caps, ChildEnd, EnvError, NotifyError, Status, StatusSink, StatusUpdate, Transport};
+use master_proto::lifeline::{self, Lifeline};
+use master_proto::{Caps, EndFds, EnvError, NotifyError, Status, StatusSink, StatusUpdate, Transport};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 
 use crate::source::StreamSource;
@@ -51,41 +51,36 @@ pub use master_proto::lifeline::LIFELINE;
 /// assert_eq!(source.try_recv(), Ok(None));
 /// # Ok::<(), std::io::Error>(())
 /// ```
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Pipe;
 
 impl Transport for Pipe {
     type Source = StreamSource;
     type Sink = PipeSink;
 
-    const NAME: &'static str = "pipe";
+    fn name(&self) -> &'static str {
+        "pipe"
+    }
 
     fn caps(&self) -> Caps {
-        Caps { postfix_wire: false, ..crate::source::STREAM_CAPS }
+        crate::source::STREAM_CAPS
     }
 
     fn open(&self) -> io::Result<StreamSource> {
         // os_pipe makes both ends close-on-exec.
         let (reader, writer) = os_pipe::pipe()?;
-        let (life_r, life_w) = os_pipe::pipe()?;
         let reader = OwnedFd::from(reader);
         sys::set_nonblocking(reader.as_fd())?;
-        Ok(StreamSource::new(reader, writer.into(), Some((life_w.into(), life_r.into()))))
+        Ok(StreamSource::new(reader, writer.into(), Some(Lifeline::new()?)))
     }
 
-    fn child_end(&self, source: &mut StreamSource, _generation: u32) -> io::Result<ChildEnd> {
-        let (_, life_r) =
-            source.lifeline.as_ref().ok_or_else(|| io::Error::other("pipe channel without a lifeline"))?;
-        Ok(ChildEnd {
-            transport: Self::NAME,
-            status: sys::dup(&source.child_status)?,
-            aux: vec![(LIFELINE, sys::dup(life_r)?)],
-        })
+    fn end_fds(&self, source: &mut StreamSource, _generation: u32) -> io::Result<EndFds> {
+        let lifeline = source.lifeline.as_ref().ok_or_else(|| io::Error::other("pipe channel without a lifeline"))?;
+        Ok(EndFds { status: sys::dup(&source.child_status)?, aux: vec![lifeline.aux()?] })
     }
 
-    fn sink(&self, env: &mut ChildEnv) -> Result<PipeSink, EnvError> {
-        check_transport(env, Self::NAME, false)?;
-        let lifeline = env.take_aux(LIFELINE)?;
+    fn open_sink(&self, env: &mut ChildEnv) -> Result<PipeSink, EnvError> {
+        let lifeline = lifeline::take(env)?;
         let status = env.take_status()?;
         Ok(PipeSink { fd: status, lifeline, pid: env.pid, generation: env.generation })
     }
@@ -106,9 +101,7 @@ impl StatusSink for PipeSink {
         // one after the other, and the kernel may release the lifeline
         // first: look at the lifeline before writing, so that a notify after
         // the disconnect fd fired always says Disconnected.
-        if master_proto::lifeline::fired(self.lifeline.as_fd()).map_err(NotifyError::Io)? {
-            return Err(NotifyError::Disconnected);
-        }
+        lifeline::check(&self.lifeline)?;
         let record = StatusUpdate { pid: self.pid, generation: self.generation, status }.encode();
         without_sigpipe(|| sys::write_all(&record, |rest| nix::unistd::write(&self.fd, rest)))
     }

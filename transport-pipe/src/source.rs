@@ -2,6 +2,7 @@
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
+use master_proto::lifeline::Lifeline;
 use master_proto::stream::StreamDecoder;
 use master_proto::{BackPressure, Caps, Delivery, Framing, Identity, Received, RecvError, Sender, StatusSource};
 use nix::errno::Errno;
@@ -11,14 +12,9 @@ use nix::errno::Errno;
 /// claimed, the stream must be counted into records, a full channel blocks
 /// the writer until the master reads or goes, and a record is one write, so
 /// threads may share a sink.
-pub(crate) const STREAM_CAPS: Caps = Caps {
-    delivery: Delivery::EveryUpdate,
-    identity: Identity::Claimed,
-    framing: Framing::ByteStream,
-    back_pressure: BackPressure::Block,
-    postfix_wire: false,
-    thread_safe_sink: true,
-};
+pub(crate) const STREAM_CAPS: Caps =
+    Caps::new(Delivery::EveryUpdate, Identity::Claimed, Framing::ByteStream, BackPressure::Block)
+        .with_thread_safe_sink(true);
 
 /// How many records one `read(2)` may take at most.
 const BATCH: usize = 512;
@@ -35,16 +31,15 @@ pub struct StreamSource {
     reader: OwnedFd,
     /// What children get at fd 5 (a duplicate per spawn).
     pub(crate) child_status: OwnedFd,
-    /// The lifeline: the write end, held only here, and the read end that
-    /// children get a duplicate of. `None` for the duplex pipe, whose fd 5
-    /// itself reports the master's exit.
-    pub(crate) lifeline: Option<(OwnedFd, OwnedFd)>,
+    /// The lifeline. `None` for the duplex pipe, whose fd 5 itself reports
+    /// the master's exit.
+    pub(crate) lifeline: Option<Lifeline>,
     decoder: StreamDecoder,
     closed: bool,
 }
 
 impl StreamSource {
-    pub(crate) fn new(reader: OwnedFd, child_status: OwnedFd, lifeline: Option<(OwnedFd, OwnedFd)>) -> StreamSource {
+    pub(crate) fn new(reader: OwnedFd, child_status: OwnedFd, lifeline: Option<Lifeline>) -> StreamSource {
         StreamSource { reader, child_status, lifeline, decoder: StreamDecoder::new(BATCH), closed: false }
     }
 }

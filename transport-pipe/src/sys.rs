@@ -27,8 +27,7 @@ pub(crate) fn write_all(
             // split the frame, so finish it rather than desynchronise.
             Ok(n) => rest = rest.get(n..).unwrap_or_default(),
             Err(Errno::EINTR) => {}
-            Err(Errno::EPIPE | Errno::ECONNRESET | Errno::ENOTCONN) => return Err(NotifyError::Disconnected),
-            Err(errno) => return Err(NotifyError::Io(errno)),
+            Err(errno) => return Err(NotifyError::from_send_errno(errno)),
         }
     }
     Ok(())

@@ -35,10 +35,10 @@ use std::io;
 use std::os::fd::OwnedFd;
 
 use master_proto::env::ChildEnv;
-use master_proto::transport::check_transport;
-use master_proto::{Caps, ChildEnd, EnvError, Transport};
+use master_proto::lifeline::{self, Lifeline};
+use master_proto::{Caps, EndFds, EnvError, Transport};
 
-use crate::packet::{PACKET_CAPS, PacketSink, PacketSource, open_pair};
+use crate::packet::{DgramSource, PACKET_CAPS, PacketSink, open_pair};
 
 pub use master_proto::lifeline::LIFELINE;
 
@@ -55,38 +55,32 @@ pub use master_proto::lifeline::LIFELINE;
 /// assert_eq!(source.try_recv(), Ok(None));
 /// # Ok::<(), std::io::Error>(())
 /// ```
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Dgram;
 
 impl Transport for Dgram {
-    type Source = PacketSource;
+    type Source = DgramSource;
     type Sink = PacketSink;
 
-    const NAME: &'static str = "dgram";
+    fn name(&self) -> &'static str {
+        "dgram"
+    }
 
     fn caps(&self) -> Caps {
         PACKET_CAPS
     }
 
-    fn open(&self) -> io::Result<PacketSource> {
+    fn open(&self) -> io::Result<DgramSource> {
         let (master, child) = open_pair(socket2::Type::DGRAM)?;
-        // std makes both ends close-on-exec.
-        let (life_r, life_w) = io::pipe()?;
-        Ok(PacketSource::new(master, child, (life_w.into(), life_r.into())))
+        Ok(DgramSource::new(master, child, Lifeline::new()?))
     }
 
-    fn child_end(&self, source: &mut PacketSource, _generation: u32) -> io::Result<ChildEnd> {
-        let (_, life_r) = &source.lifeline;
-        Ok(ChildEnd {
-            transport: Self::NAME,
-            status: OwnedFd::from(source.child_status.try_clone()?),
-            aux: vec![(LIFELINE, life_r.try_clone()?)],
-        })
+    fn end_fds(&self, source: &mut DgramSource, _generation: u32) -> io::Result<EndFds> {
+        Ok(EndFds { status: OwnedFd::from(source.child_status.try_clone()?), aux: vec![source.lifeline.aux()?] })
     }
 
-    fn sink(&self, env: &mut ChildEnv) -> Result<PacketSink, EnvError> {
-        check_transport(env, Self::NAME, false)?;
-        let lifeline = env.take_aux(LIFELINE)?;
+    fn open_sink(&self, env: &mut ChildEnv) -> Result<PacketSink, EnvError> {
+        let lifeline = lifeline::take(env)?;
         let status = env.take_status()?;
         Ok(PacketSink::new(status, Some(lifeline), env.pid, env.generation))
     }

@@ -26,7 +26,7 @@
 //!     pid 0, which is never a child. (The kernel lets a sender with
 //!     `CAP_SYS_ADMIN` put another pid in its credentials.) Elsewhere it
 //!     declares [`Identity::Claimed`], as in Postfix.
-//!   - [`SeqPacket`] declares [`Identity::PrivateChannel`]: the channel the
+//!   - [`SeqPacket`] declares [`Identity::Channel`]: the channel the
 //!     master handed to the child names it, whatever it writes.
 //! - **delivery** [`Delivery::EveryUpdate`]: one datagram per update, a
 //!   child's updates in the order sent.
@@ -64,7 +64,7 @@
 //! [`Malformed::Oversized`]: master_proto::Malformed::Oversized
 //! [`Identity::KernelPid`]: master_proto::Identity::KernelPid
 //! [`Identity::Claimed`]: master_proto::Identity::Claimed
-//! [`Identity::PrivateChannel`]: master_proto::Identity::PrivateChannel
+//! [`Identity::Channel`]: master_proto::Identity::Channel
 //! [`Sender::KernelPid`]: master_proto::Sender::KernelPid
 //! [`Sender::Channel`]: master_proto::Sender::Channel
 //! [`Outcome::ForgedPid`]: master_proto::master::Outcome::ForgedPid
@@ -74,11 +74,13 @@
 //! [`Received::Malformed`]: master_proto::Received::Malformed
 
 mod dgram;
+#[cfg(feature = "conformance")]
+mod hostile;
 mod packet;
 mod sys;
 
 pub use dgram::{Dgram, LIFELINE};
-pub use packet::{PacketSink, PacketSource};
+pub use packet::{DgramSource, PacketSink};
 
 cfg_if::cfg_if! {
     if #[cfg(any(target_os = "linux", target_os = "android"))] {

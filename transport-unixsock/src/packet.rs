@@ -9,6 +9,7 @@
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
+use master_proto::lifeline::{self, Lifeline};
 use master_proto::{
     BackPressure, Caps, Delivery, Framing, Malformed, NotifyError, Received, RecvError, Sender, Status, StatusSink,
     StatusSource, StatusUpdate, WIRE_SIZE,
@@ -25,14 +26,8 @@ use crate::sys::{self, Ready};
 /// its private channels instead); a full channel blocks the sender until
 /// the master reads or goes; one `send` per update, so threads may share a
 /// sink.
-pub(crate) const PACKET_CAPS: Caps = Caps {
-    delivery: Delivery::EveryUpdate,
-    identity: sys::IDENTITY,
-    framing: Framing::Packet,
-    back_pressure: BackPressure::Block,
-    postfix_wire: false,
-    thread_safe_sink: true,
-};
+pub(crate) const PACKET_CAPS: Caps =
+    Caps::new(Delivery::EveryUpdate, sys::IDENTITY, Framing::Packet, BackPressure::Block).with_thread_safe_sink(true);
 
 /// Opens a socketpair of `ty`: the master's end, with credentials passing on
 /// and non-blocking, and the children's end. Both are close-on-exec.
@@ -58,28 +53,27 @@ pub(crate) fn open_pair(ty: socket2::Type) -> io::Result<(Socket, Socket)> {
 /// `notify` returns `Disconnected` and its disconnect fd fires. This is how
 /// a reload makes old children exit.
 #[derive(Debug)]
-pub struct PacketSource {
+pub struct DgramSource {
     master: Socket,
     /// What children get at fd 5 (a duplicate per spawn).
     pub(crate) child_status: Socket,
-    /// The lifeline: the write end, held only here and never written, and
-    /// the read end that children get a duplicate of.
-    pub(crate) lifeline: (OwnedFd, OwnedFd),
+    /// The lifeline children get a copy of.
+    pub(crate) lifeline: Lifeline,
 }
 
-impl PacketSource {
-    pub(crate) fn new(master: Socket, child_status: Socket, lifeline: (OwnedFd, OwnedFd)) -> PacketSource {
-        PacketSource { master, child_status, lifeline }
+impl DgramSource {
+    pub(crate) fn new(master: Socket, child_status: Socket, lifeline: Lifeline) -> DgramSource {
+        DgramSource { master, child_status, lifeline }
     }
 }
 
-impl AsFd for PacketSource {
+impl AsFd for DgramSource {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.master.as_fd()
     }
 }
 
-impl StatusSource for PacketSource {
+impl StatusSource for DgramSource {
     fn try_recv(&mut self) -> Result<Option<Received>, RecvError> {
         // A datagram socket has no end: a read of nothing is an empty
         // datagram.
@@ -120,14 +114,6 @@ impl PacketSink {
     pub(crate) fn new(sock: OwnedFd, lifeline: Option<OwnedFd>, pid: i32, generation: u32) -> PacketSink {
         PacketSink { sock: Socket::from(sock), lifeline, pid, generation }
     }
-
-    /// Whether the lifeline has fired.
-    fn master_gone(&self) -> Result<bool, NotifyError> {
-        match self.lifeline.as_ref() {
-            None => Ok(false),
-            Some(l) => master_proto::lifeline::fired(l.as_fd()).map_err(NotifyError::Io),
-        }
-    }
 }
 
 impl StatusSink for PacketSink {
@@ -137,8 +123,8 @@ impl StatusSink for PacketSink {
         // lifeline may fire while the socket still takes datagrams. Look at
         // it first, so that a notify after the disconnect fd fired always
         // says Disconnected.
-        if self.master_gone()? {
-            return Err(NotifyError::Disconnected);
+        if let Some(l) = &self.lifeline {
+            lifeline::check(l)?;
         }
         let record = StatusUpdate { pid: self.pid, generation: self.generation, status }.encode();
         loop {
@@ -165,10 +151,7 @@ impl StatusSink for PacketSink {
                     // The master's socket is closed: ECONNREFUSED for the
                     // first datagram sent to a closed peer, ENOTCONN after;
                     // EPIPE on a connection the master's exit shut down.
-                    Errno::EPIPE | Errno::ECONNREFUSED | Errno::ENOTCONN | Errno::ECONNRESET => {
-                        return Err(NotifyError::Disconnected);
-                    }
-                    errno => return Err(NotifyError::Io(errno)),
+                    errno => return Err(NotifyError::from_send_errno(errno)),
                 },
             }
         }

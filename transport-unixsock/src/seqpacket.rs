@@ -69,8 +69,7 @@ use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use master_proto::env::ChildEnv;
-use master_proto::transport::check_transport;
-use master_proto::{Caps, ChildEnd, EnvError, Identity, Received, RecvError, Sender, StatusSource, Transport};
+use master_proto::{Caps, EndFds, EnvError, Identity, Received, RecvError, Sender, StatusSource, Transport};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
@@ -92,17 +91,19 @@ use crate::sys;
 /// assert_eq!(source.try_recv(), Ok(None));
 /// # Ok::<(), std::io::Error>(())
 /// ```
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct SeqPacket;
 
 impl Transport for SeqPacket {
     type Source = ChannelSource;
     type Sink = PacketSink;
 
-    const NAME: &'static str = "seqpacket";
+    fn name(&self) -> &'static str {
+        "seqpacket"
+    }
 
     fn caps(&self) -> Caps {
-        Caps { identity: Identity::PrivateChannel, ..PACKET_CAPS }
+        PACKET_CAPS.with_identity(Identity::Channel)
     }
 
     fn open(&self) -> io::Result<ChannelSource> {
@@ -115,35 +116,48 @@ impl Transport for SeqPacket {
         })
     }
 
-    fn child_end(&self, source: &mut ChannelSource, generation: u32) -> io::Result<ChildEnd> {
+    fn end_fds(&self, source: &mut ChannelSource, generation: u32) -> io::Result<EndFds> {
         source.prune_pending();
         // The master's end passes credentials only so that the end of a
         // channel (a read of nothing, without credentials) can be told from
         // an empty record (which carries its sender's).
         let (master, child) = open_pair(socket2::Type::SEQPACKET)?;
         source.pending.push((generation, master));
-        Ok(ChildEnd { transport: Self::NAME, status: OwnedFd::from(child), aux: Vec::new() })
+        Ok(EndFds { status: OwnedFd::from(child), aux: Vec::new() })
     }
 
-    fn register_child(&self, source: &mut ChannelSource, generation: u32, pid: i32) {
-        let Some(at) = source.pending.iter().position(|(g, _)| *g == generation) else { return };
+    /// Moves the channel made for `generation` into the epoll set under
+    /// `pid`.
+    ///
+    /// # Errors
+    ///
+    /// No channel is pending for `generation` (`NotFound`), `pid` is not a
+    /// process id (`InvalidInput`), or adding it to the epoll set failed
+    /// (for want of memory); the channel is then dropped, and the child
+    /// sees the master gone, as after a reload.
+    fn register_child(&self, source: &mut ChannelSource, generation: u32, pid: i32) -> io::Result<()> {
+        let at = source.pending.iter().position(|(g, _)| *g == generation).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no seqpacket channel is pending for generation {generation}"),
+            )
+        })?;
         let (_, sock) = source.pending.swap_remove(at);
         source.forget(pid);
-        // The pid is the channel's key in the epoll set. Adding can fail
-        // only for want of memory; the channel is then dropped, and the
-        // child sees the master gone, as after a reload.
-        let Ok(key) = u32::try_from(pid) else { return };
-        if source.epoll.add(&sock, EpollEvent::new(EpollFlags::EPOLLIN, u64::from(key))).is_ok() {
-            source.channels.insert(pid, sock);
-        }
+        // The pid is the channel's key in the epoll set.
+        let key = u32::try_from(pid)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("{pid} is not a process id")))?;
+        source.epoll.add(&sock, EpollEvent::new(EpollFlags::EPOLLIN, u64::from(key)))?;
+        source.channels.insert(pid, sock);
+        Ok(())
     }
 
-    fn forget_child(&self, source: &mut ChannelSource, pid: i32) {
+    fn forget_child(&self, source: &mut ChannelSource, pid: i32) -> io::Result<()> {
         source.forget(pid);
+        Ok(())
     }
 
-    fn sink(&self, env: &mut ChildEnv) -> Result<PacketSink, EnvError> {
-        check_transport(env, Self::NAME, false)?;
+    fn open_sink(&self, env: &mut ChildEnv) -> Result<PacketSink, EnvError> {
         let status = env.take_status()?;
         Ok(PacketSink::new(status, None, env.pid, env.generation))
     }

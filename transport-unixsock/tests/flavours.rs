@@ -105,7 +105,7 @@ fn spawn<T: Transport>(ctx: &Ctx, t: &T, source: &mut T::Source, role: &str, gen
 fn vouched<T: Transport + Default>(pid: i32) -> Sender {
     match T::default().caps().identity {
         Identity::KernelPid => Sender::KernelPid(pid),
-        Identity::PrivateChannel => Sender::Channel(pid),
+        Identity::Channel => Sender::Channel(pid),
         Identity::Claimed => Sender::Claimed,
     }
 }
@@ -458,7 +458,7 @@ fn forget_child_disconnects_it(ctx: &Ctx) {
     let mut kept = Spawn::new(ctx, "kept", 2).listen(1).stdin().spawn_registered(&t, &mut source);
     let got = receive(&mut source, 2, "both children's TAKEN");
     assert_eq!(got.len(), 2);
-    t.forget_child(&mut source, forgotten.pid());
+    t.forget_child(&mut source, forgotten.pid()).expect("forget_child");
     let status = forgotten.wait_exit("the forgotten child");
     assert_eq!(status.code(), Some(0), "the forgotten child must see Disconnected, got {status}");
     kept.poke();
@@ -531,7 +531,7 @@ fn update_before_registration_is_kept(ctx: &Ctx) {
     let later_pid = later.pid();
     assert_eq!(updates(&got), vec![(later_pid, 2, Status::TAKEN, Sender::Channel(later_pid))]);
     let early_pid = early.pid();
-    t.register_child(&mut source, 1, early_pid);
+    t.register_child(&mut source, 1, early_pid).expect("register_child");
     let got = receive(&mut source, 1, "the early child's TAKEN, once registered");
     assert_eq!(updates(&got), vec![(early_pid, 1, Status::TAKEN, Sender::Channel(early_pid))]);
     later.expect_success("the later child");

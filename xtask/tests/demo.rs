@@ -83,7 +83,7 @@ fn without_clients_no_child_is_spawned() {
 
 #[test]
 fn every_transport_runs_the_demo() {
-    for name in master_proto_conformance::TRANSPORT_NAMES {
+    for name in master_proto_transports::NAMES {
         let (status, lines, stderr) =
             Demo::start(&["--transport", name, "--clients", "3", "--duration", "1", "--hold", "0.02"]).finish();
         assert!(status.success(), "{name}: {status}: {stderr}");

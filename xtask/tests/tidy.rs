@@ -4,6 +4,8 @@
 //! - every file opens with a `//!` line saying what it is;
 //! - no ignored or panic-expecting tests, and no `todo`, `unimplemented`
 //!   or `dbg` macro calls;
+//! - the transport names are listed only by the facade and the transport
+//!   crates;
 //! - `unsafe` appears only in files that opt in with
 //!   `#![allow(unsafe_code)]` and a reason, and every `unsafe` block or
 //!   `unsafe impl` has a `// SAFETY:` comment right above it (clippy's
@@ -115,4 +117,32 @@ fn unsafe_is_opted_into_and_justified() {
         }
     }
     assert!(problems.is_empty(), "{problems:#?}");
+}
+
+/// The files that may say which transports exist: the facade's root, and
+/// each transport crate's own sources.
+fn may_list_transports(rel: &str) -> bool {
+    rel == "transports/src/lib.rs" || (rel.starts_with("transport-") && rel.contains("/src/"))
+}
+
+#[test]
+fn transport_names_are_listed_in_one_place() {
+    // A file that names more than two transports as string literals is
+    // keeping a list of its own (a dispatch by name, a table of
+    // mechanisms); one or two are a choice of subject, as in a test.
+    let names = master_proto_transports::NAMES;
+    assert!(names.len() > 2, "this check needs the whole list: {names:?}");
+    let mut lists = Vec::new();
+    for path in rust_files() {
+        let rel = rel(&path);
+        if may_list_transports(&rel) {
+            continue;
+        }
+        let text = read(&path);
+        let named: Vec<&str> = names.iter().copied().filter(|n| text.contains(&format!("\"{n}\""))).collect();
+        if named.len() > 2 {
+            lists.push(format!("{rel}: {named:?}"));
+        }
+    }
+    assert!(lists.is_empty(), "files listing transport names (take them from master-proto-transports): {lists:#?}");
 }

@@ -102,7 +102,7 @@ pub fn declared_capabilities_are_honest<T: Hostile + Default>(ctx: &Ctx, share: 
     let generation = master.begin_spawn(Instant::now()).expect("begin a spawn");
     let mut honest = Spawn::new(ctx, "honest", generation).stdin().spawn(&t, &mut source);
     let victim = honest.pid();
-    t.register_child(&mut source, generation, victim);
+    t.register_child(&mut source, generation, victim).unwrap_or_else(|e| fail(format_args!("register_child: {e}")));
     master.spawned(victim, generation).expect("register");
     let mut tracker = Tracker::new(caps.delivery);
     tracker.add(victim, generation, Script::sequence(2, HONEST, &[]));
@@ -124,7 +124,8 @@ pub fn declared_capabilities_are_honest<T: Hostile + Default>(ctx: &Ctx, share: 
     let forger_gen = master.begin_spawn(Instant::now()).expect("begin a spawn");
     let mut forger =
         Spawn::new(ctx, "forger", forger_gen).stdin().arg(format!("{victim}:{generation}")).spawn(&t, &mut source);
-    t.register_child(&mut source, forger_gen, forger.pid());
+    t.register_child(&mut source, forger_gen, forger.pid())
+        .unwrap_or_else(|e| fail(format_args!("register_child: {e}")));
     master.spawned(forger.pid(), forger_gen).expect("register");
     let got = receive(&mut source, 1, "the forged record");
     let forged = StatusUpdate { pid: victim, generation, status: Status::TAKEN };
@@ -133,7 +134,7 @@ pub fn declared_capabilities_are_honest<T: Hostile + Default>(ctx: &Ctx, share: 
     let outcome = master.receive(&got[0]);
     match caps.identity {
         Identity::Claimed => assert_eq!(outcome, Outcome::Taken, "a claimed pid is believed, as in Postfix"),
-        Identity::KernelPid | Identity::PrivateChannel => {
+        Identity::KernelPid | Identity::Channel => {
             assert_eq!(outcome, Outcome::ForgedPid { claimed: victim, verified: forger.pid() });
         }
     }
@@ -165,7 +166,7 @@ pub fn declared_capabilities_are_honest<T: Hostile + Default>(ctx: &Ctx, share: 
     // Postfix wire compatibility.
     if caps.postfix_wire {
         let (mut ours, theirs) = UnixStream::pair().expect("socketpair");
-        let end = ChildEnd { transport: T::NAME, status: OwnedFd::from(theirs), aux: Vec::new() };
+        let end = ChildEnd { transport: t.name(), status: OwnedFd::from(theirs), aux: Vec::new() };
         let (mut kid, _) = Spawn::new(ctx, "wire", 0o17).spawn_with(end, |cmd| {
             // A real Postfix master names no transport.
             cmd.env_remove(TRANSPORT_VAR);

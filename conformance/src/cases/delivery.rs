@@ -37,7 +37,7 @@ pub fn round_trip<T: Hostile + Default>(ctx: &Ctx) {
     assert_eq!(generation, 0o1234567);
     let mut kid = Spawn::new(ctx, "child", generation).spawn(&t, &mut source);
     let pid = kid.pid();
-    t.register_child(&mut source, generation, pid);
+    t.register_child(&mut source, generation, pid).unwrap_or_else(|e| fail(format_args!("register_child: {e}")));
     master.spawned(pid, generation).expect("register the child");
 
     let mut tracker = Tracker::new(caps.delivery);
@@ -68,7 +68,7 @@ pub fn round_trip<T: Hostile + Default>(ctx: &Ctx) {
     kid.expect_success("the child");
     let reaped = master.reaped(pid, exit_of(kid.try_reap().expect("reaped")), Instant::now());
     assert!(matches!(reaped, ReapOutcome::Reaped { .. }), "{reaped:?}");
-    t.forget_child(&mut source, pid);
+    t.forget_child(&mut source, pid).unwrap_or_else(|e| fail(format_args!("forget_child: {e}")));
     assert_eq!(master.total(), 0);
     assert_eq!(source.try_recv(), Ok(None), "nothing more arrives");
 }
@@ -136,7 +136,8 @@ pub(crate) fn whole_updates<T: Hostile + Default>(ctx: &Ctx, children: usize, pe
     for _ in 0..children {
         let generation = master.begin_spawn(Instant::now()).expect("begin a spawn");
         let kid = Spawn::new(ctx, role, generation).arg(per_child).spawn(&t, &mut source);
-        t.register_child(&mut source, generation, kid.pid());
+        t.register_child(&mut source, generation, kid.pid())
+            .unwrap_or_else(|e| fail(format_args!("register_child: {e}")));
         master.spawned(kid.pid(), generation).expect("register");
         tracker.add(kid.pid(), generation, script.clone());
         kids.push(kid);
@@ -180,7 +181,7 @@ pub(crate) fn whole_updates<T: Hostile + Default>(ctx: &Ctx, children: usize, pe
         kid.expect_success("an updating child");
         let reaped = master.reaped(kid.pid(), exit_of(kid.try_reap().expect("reaped")), Instant::now());
         assert!(matches!(reaped, ReapOutcome::Reaped { .. }));
-        t.forget_child(&mut source, kid.pid());
+        t.forget_child(&mut source, kid.pid()).unwrap_or_else(|e| fail(format_args!("forget_child: {e}")));
     }
     assert_eq!(master.total(), 0);
     if let Some(storm) = storm {
@@ -220,7 +221,8 @@ pub fn fan_in_at_scale<T: Hostile + Default>(ctx: &Ctx) {
     for _ in 0..CHILDREN {
         let generation = master.begin_spawn(Instant::now()).expect("begin a spawn");
         let kid = Spawn::new(ctx, "fan", generation).spawn(&t, &mut source);
-        t.register_child(&mut source, generation, kid.pid());
+        t.register_child(&mut source, generation, kid.pid())
+            .unwrap_or_else(|e| fail(format_args!("register_child: {e}")));
         master.spawned(kid.pid(), generation).expect("register");
         tracker.add(kid.pid(), generation, script.clone());
         kids.push(kid);
@@ -288,7 +290,7 @@ pub(crate) fn back_pressure<T: Hostile + Default>(ctx: &Ctx, children: usize, pe
     let mut kids: Vec<Kid> = (0..children)
         .map(|_| {
             let kid = Spawn::new(ctx, "pressure", 1).stdout().arg(per_child).spawn(&t, &mut source);
-            t.register_child(&mut source, 1, kid.pid());
+            t.register_child(&mut source, 1, kid.pid()).unwrap_or_else(|e| fail(format_args!("register_child: {e}")));
             kid
         })
         .collect();
@@ -395,7 +397,7 @@ pub fn threads_share_a_sink<T: Hostile + Default>(ctx: &Ctx, share: Option<Share
     let mut source = t.open().expect("open a channel");
     let mut kid = Spawn::new(ctx, "threads", 5).spawn(&t, &mut source);
     let pid = kid.pid();
-    t.register_child(&mut source, 5, pid);
+    t.register_child(&mut source, 5, pid).unwrap_or_else(|e| fail(format_args!("register_child: {e}")));
     // One tracker entry per thread: its values are its own sequence.
     let mut trackers: Vec<Tracker> = (0..THREADS)
         .map(|th| {

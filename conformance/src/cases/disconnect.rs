@@ -114,7 +114,7 @@ fn close<T: Hostile + Default>(ctx: &Ctx, dfl: bool) {
         (0..3).map(|_| Spawn::new(ctx, "idle", 2).stdout().arg(arg).spawn(&t, &mut source)).collect();
     let mut flood = Spawn::new(ctx, "flood", 2).stdout().arg(arg).spawn(&t, &mut source);
     for kid in idle.iter().chain(std::iter::once(&flood)) {
-        t.register_child(&mut source, 2, kid.pid());
+        t.register_child(&mut source, 2, kid.pid()).unwrap_or_else(|e| fail(format_args!("register_child: {e}")));
     }
     let mut tracker = Tracker::new(caps.delivery);
     for kid in &idle {
@@ -162,7 +162,7 @@ fn master_role<T: Hostile + Default>(ctx: &Ctx, dfl: bool) -> ! {
     let mut kids = Vec::new();
     for role in ["orphan-idle", "orphan-idle", "orphan-flood"] {
         let kid = Spawn::new(ctx, role, 3).inherit_stdout().arg(arg).spawn(&t, &mut source);
-        t.register_child(&mut source, 3, kid.pid());
+        t.register_child(&mut source, 3, kid.pid()).unwrap_or_else(|e| fail(format_args!("register_child: {e}")));
         if role == "orphan-idle" {
             pids.insert(kid.pid());
         }

@@ -49,7 +49,7 @@ pub fn child_killed_mid_notify<T: Hostile + Default>(ctx: &Ctx) {
     let spawn = |role: &str, master: &mut Master, tracker: &mut Tracker, source: &mut T::Source| {
         let generation = master.begin_spawn(Instant::now()).expect("begin a spawn");
         let kid = Spawn::new(ctx, role, generation).spawn(&t, source);
-        t.register_child(source, generation, kid.pid());
+        t.register_child(source, generation, kid.pid()).unwrap_or_else(|e| fail(format_args!("register_child: {e}")));
         master.spawned(kid.pid(), generation).expect("register");
         let script = if role == "victim" {
             Script::sequence(2, HAMMER, &[])
@@ -78,7 +78,8 @@ pub fn child_killed_mid_notify<T: Hostile + Default>(ctx: &Ctx) {
         while alive.len() < ALIVE && spawned < VICTIMS {
             let generation = master.begin_spawn(Instant::now()).expect("begin a spawn");
             let kid = Spawn::new(ctx, "victim", generation).spawn(&t, &mut source);
-            t.register_child(&mut source, generation, kid.pid());
+            t.register_child(&mut source, generation, kid.pid())
+                .unwrap_or_else(|e| fail(format_args!("register_child: {e}")));
             master.spawned(kid.pid(), generation).expect("register");
             tracker.add(kid.pid(), generation, victim_script.clone());
             // Killed once this many of its updates arrived: 0 is at once,
@@ -97,7 +98,7 @@ pub fn child_killed_mid_notify<T: Hostile + Default>(ctx: &Ctx) {
                 let reaped = master.reaped(kid.pid(), exit_of(status), Instant::now());
                 let ReapOutcome::Reaped { child, .. } = reaped else { panic!("reaping {}: {reaped:?}", kid.pid()) };
                 assert_eq!(child.pid, kid.pid());
-                t.forget_child(&mut source, kid.pid());
+                t.forget_child(&mut source, kid.pid()).unwrap_or_else(|e| fail(format_args!("forget_child: {e}")));
                 killed += 1;
             } else {
                 i += 1;
@@ -321,7 +322,8 @@ pub fn hostile_input<T: Hostile + Default>(ctx: &Ctx) {
     for _ in 0..HONEST {
         let generation = master.begin_spawn(Instant::now()).expect("begin a spawn");
         let kid = Spawn::new(ctx, "honest", generation).stdin().stdout().spawn(&t, &mut source);
-        t.register_child(&mut source, generation, kid.pid());
+        t.register_child(&mut source, generation, kid.pid())
+            .unwrap_or_else(|e| fail(format_args!("register_child: {e}")));
         master.spawned(kid.pid(), generation).expect("register");
         honest_gens.insert(kid.pid(), generation);
         honest.push(kid);
@@ -330,7 +332,8 @@ pub fn hostile_input<T: Hostile + Default>(ctx: &Ctx) {
     let cast_honest = (honest[0].pid(), honest_gens[&honest[0].pid()]);
     let arg = format!("{seed}:{}:{}", cast_honest.0, cast_honest.1);
     let mut hostile = Spawn::new(ctx, "hostile", generation).stdin().arg(arg).spawn(&t, &mut source);
-    t.register_child(&mut source, generation, hostile.pid());
+    t.register_child(&mut source, generation, hostile.pid())
+        .unwrap_or_else(|e| fail(format_args!("register_child: {e}")));
     master.spawned(hostile.pid(), generation).expect("register");
     let cast = Cast { hostile: (hostile.pid(), generation), honest: cast_honest };
     let sender = expected_sender(caps.identity, hostile.pid());

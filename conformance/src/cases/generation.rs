@@ -108,7 +108,7 @@ pub fn generation_and_reload<T: Hostile + Default>(ctx: &Ctx) {
         // A liar is given another generation than the one registered.
         let installed = if lie { generation ^ 0x00ff_0000 } else { generation };
         let kid = Spawn::new(ctx, role, installed).stdin().stdout().spawn(&t, source);
-        t.register_child(source, installed, kid.pid());
+        t.register_child(source, installed, kid.pid()).unwrap_or_else(|e| fail(format_args!("register_child: {e}")));
         master.spawned(kid.pid(), generation).expect("register");
         (kid, generation)
     };

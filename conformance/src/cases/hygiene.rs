@@ -6,7 +6,7 @@ use master_proto::env::{MASTER_LISTEN_FD, MASTER_STATUS_FD};
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 
-use crate::harness::{Ctx, Spawn, await_poke, open_fds, say, shares_open_file};
+use crate::harness::{Ctx, Spawn, await_poke, fail, open_fds, say, shares_open_file};
 use crate::hostile::Hostile;
 
 /// Case 11. A child, first thing after `exec`, lists `/proc/self/fd`: it
@@ -34,7 +34,7 @@ pub fn fd_hygiene<T: Hostile + Default>(ctx: &Ctx) {
     let end = t.child_end(&mut source, 1).expect("make the child's end");
     let (mut kid, aux) =
         Spawn::new(ctx, "fds", 1).listen(usize::try_from(LISTEN).expect("fits")).stdin().stdout().spawn_end(end);
-    t.register_child(&mut source, 1, kid.pid());
+    t.register_child(&mut source, 1, kid.pid()).unwrap_or_else(|e| fail(format_args!("register_child: {e}")));
     let line = kid.expect_line("fds=");
     let aux = i32::try_from(aux).expect("fits");
     let first_aux = MASTER_LISTEN_FD + LISTEN;

@@ -43,7 +43,7 @@ pub fn expected_sender(identity: Identity, pid: i32) -> Sender {
     match identity {
         Identity::Claimed => Sender::Claimed,
         Identity::KernelPid => Sender::KernelPid(pid),
-        Identity::PrivateChannel => Sender::Channel(pid),
+        Identity::Channel => Sender::Channel(pid),
     }
 }
 

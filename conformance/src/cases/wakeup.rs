@@ -68,7 +68,7 @@ fn wakeups<T: Hostile + Default>(ctx: &Ctx, rounds: i32, storm: bool) {
     let role = if storm.is_some() { "waker-storm" } else { "waker" };
     let mut kid = Spawn::new(ctx, role, 1).stdin().stdout().arg(rounds).spawn(&t, &mut source);
     let pid = kid.pid();
-    t.register_child(&mut source, 1, pid);
+    t.register_child(&mut source, 1, pid).unwrap_or_else(|e| fail(format_args!("register_child: {e}")));
     // The child has finished its notify before it says so: the update is
     // pending before the master looks, and one look must see it.
     kid.expect_line("sent");

@@ -2,8 +2,11 @@
 //! mechanism, and (feature `peers`) other IPC crates, behind one small pair
 //! of traits ([`Master`], [`Sender`]) that the workloads drive.
 //!
-//! Transports come from `master_proto_conformance::with_transports!`, so a
-//! transport added to that list is measured with no change here. A floor
+//! Transports come from the facade's list
+//! (`master_proto_transports::with_transports!`), so a transport added to
+//! it is measured with no change here: each as its concrete type, and as
+//! the facade's [`AnyTransport`] (subject `any:NAME`, notify and fan-in),
+//! to show what the run-time choice costs. A floor
 //! does the same job with bare system calls: one 12-byte `write(2)` to a
 //! pipe, one `send(2)` on a socketpair of each type, one eventfd write, or
 //! one bare system call (`getppid`) with no channel at all.
@@ -16,6 +19,7 @@ use master_proto::{
     ChildEnd, ChildEnv, Delivery, Received, RecvError, Status, StatusSink, StatusSource, StatusUpdate, Transport,
     WIRE_SIZE,
 };
+use master_proto_transports::AnyTransport;
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sys::eventfd::{EfdFlags, EventFd};
@@ -202,12 +206,12 @@ impl<T: Transport> Master for TransportMaster<T> {
     }
 
     fn spawned(&mut self, generation: u32, pid: i32) -> io::Result<()> {
-        self.transport.register_child(&mut self.source, generation, pid);
-        Ok(())
+        self.transport.register_child(&mut self.source, generation, pid)
     }
 
     fn reaped(&mut self, pid: i32) {
-        self.transport.forget_child(&mut self.source, pid);
+        // A failure here cannot change a measurement: the child is gone.
+        let _ = self.transport.forget_child(&mut self.source, pid);
     }
 }
 
@@ -224,35 +228,66 @@ impl<S: StatusSink> Sender for TransportSender<S> {
     }
 }
 
-fn open_transport<T: Transport + Default + 'static>() -> io::Result<Box<dyn Master>> {
-    let transport = T::default();
-    let source = transport.open()?;
-    Ok(Box::new(TransportMaster { transport, source }))
+/// `T`'s master end, or, with `ANY`, that of `T` chosen through the facade.
+fn open_transport<T: Transport + Default + Into<AnyTransport> + 'static, const ANY: bool>()
+-> io::Result<Box<dyn Master>> {
+    fn open<T: Transport + 'static>(transport: T) -> io::Result<Box<dyn Master>> {
+        let source = transport.open()?;
+        Ok(Box::new(TransportMaster { transport, source }))
+    }
+    if ANY { open(T::default().into()) } else { open(T::default()) }
 }
 
-fn transport_sender<T: Transport + Default + 'static>() -> io::Result<Box<dyn Sender>> {
+/// `T`'s sink, or, with `ANY`, the facade's sink for whatever the master
+/// chose ([`master_proto_transports::sink_from_env`]).
+fn transport_sender<T: Transport + Default + 'static, const ANY: bool>() -> io::Result<Box<dyn Sender>> {
     let mut env = ChildEnv::from_process().map_err(io::Error::other)?;
-    let sink = T::default().sink(&mut env).map_err(io::Error::other)?;
-    Ok(Box::new(TransportSender(sink)))
+    if ANY {
+        let sink = master_proto_transports::sink_from_env(&mut env).map_err(io::Error::other)?;
+        Ok(Box::new(TransportSender(sink)))
+    } else {
+        let sink = T::default().sink(&mut env).map_err(io::Error::other)?;
+        Ok(Box::new(TransportSender(sink)))
+    }
 }
 
 fn every_update<T: Transport + Default>() -> bool {
     T::default().caps().delivery == Delivery::EveryUpdate
 }
 
+/// The prefix of the subjects that measure a transport through
+/// [`AnyTransport`].
+pub(crate) const ANY_PREFIX: &str = "any:";
+
+/// What the `any:` subjects are measured on: the hot paths.
+const ANY_WORKLOADS: &[Workload] = &[Workload::NotifyCost, Workload::FanIn];
+
 macro_rules! transport_subjects {
     ($($name:ident => $ty:path,)*) => {
-        vec![$(
-            Subject {
-                name: <$ty as Transport>::NAME,
-                kind: Kind::Transport,
-                every_update: every_update::<$ty>(),
-                carries_updates: true,
-                workloads: &Workload::ALL,
-                open: open_transport::<$ty>,
-                sender: transport_sender::<$ty>,
-            },
-        )*]
+        vec![
+            $(
+                Subject {
+                    name: stringify!($name),
+                    kind: Kind::Transport,
+                    every_update: every_update::<$ty>(),
+                    carries_updates: true,
+                    workloads: &Workload::ALL,
+                    open: open_transport::<$ty, false>,
+                    sender: transport_sender::<$ty, false>,
+                },
+            )*
+            $(
+                Subject {
+                    name: concat!("any:", stringify!($name)),
+                    kind: Kind::Transport,
+                    every_update: every_update::<$ty>(),
+                    carries_updates: true,
+                    workloads: ANY_WORKLOADS,
+                    open: open_transport::<$ty, true>,
+                    sender: transport_sender::<$ty, true>,
+                },
+            )*
+        ]
     };
 }
 
@@ -473,23 +508,40 @@ floors! {
     open_eventfd, sender_eventfd, Mechanism::Eventfd, CHANNEL_FLOOR;
 }
 
-/// The floor a transport is compared with: the raw call its mechanism
-/// makes per update.
-pub(crate) fn floor_of(transport: &str) -> &'static str {
-    match transport {
-        "pipe" => Mechanism::Pipe.subject(),
-        "duplex" => Mechanism::Stream.subject(),
-        "dgram" => Mechanism::Dgram.subject(),
-        "seqpacket" => Mechanism::Seqpacket.subject(),
-        "memfd" => Mechanism::Eventfd.subject(),
-        _ => Mechanism::Syscall.subject(),
+/// The floor a transport subject is compared with: the raw call its
+/// mechanism makes per update, found from what a child end's fd 5 is (a
+/// pipe, a socket of some type, or shared memory, whose only system call is
+/// its eventfd doorbell); `floor:syscall` if that cannot be told.
+pub(crate) fn floor_of(subject: &str) -> &'static str {
+    let name = subject.strip_prefix(ANY_PREFIX).unwrap_or(subject);
+    let mechanism = AnyTransport::from_name(name).ok().and_then(|t| mechanism_of(t).ok());
+    mechanism.unwrap_or(Mechanism::Syscall).subject()
+}
+
+/// The mechanism behind `transport`'s fd 5.
+fn mechanism_of(transport: AnyTransport) -> io::Result<Mechanism> {
+    use std::os::unix::fs::FileTypeExt;
+    let mut source = transport.open()?;
+    let end = transport.child_end(&mut source, 1)?;
+    let kind = std::fs::File::from(end.status.try_clone()?).metadata()?.file_type();
+    if kind.is_fifo() {
+        return Ok(Mechanism::Pipe);
     }
+    if !kind.is_socket() {
+        return Ok(Mechanism::Eventfd);
+    }
+    Ok(match nix::sys::socket::getsockopt(&end.status, nix::sys::socket::sockopt::SockType)? {
+        SockType::Stream => Mechanism::Stream,
+        SockType::Datagram => Mechanism::Dgram,
+        SockType::SeqPacket => Mechanism::Seqpacket,
+        _ => Mechanism::Syscall,
+    })
 }
 
 /// Every subject built here: transports, floors, then peers (feature
 /// `peers`).
 pub(crate) fn all() -> Vec<Subject> {
-    let mut subjects: Vec<Subject> = master_proto_conformance::with_transports!(transport_subjects);
+    let mut subjects: Vec<Subject> = master_proto_transports::with_transports!(transport_subjects);
     subjects.extend(floor_subjects());
     #[cfg(feature = "peers")]
     subjects.extend(super::peers::subjects());
@@ -508,10 +560,15 @@ mod tests {
     #[test]
     fn every_transport_is_a_subject_with_every_workload() {
         let subjects = all();
-        for name in master_proto_conformance::TRANSPORT_NAMES {
+        for name in master_proto_transports::NAMES {
             let s = subjects.iter().find(|s| s.name == *name).unwrap_or_else(|| panic!("{name} is not a subject"));
             assert_eq!(s.kind, Kind::Transport);
             assert_eq!(s.workloads, &Workload::ALL);
+            let any = format!("{ANY_PREFIX}{name}");
+            let s = subjects.iter().find(|s| s.name == any).unwrap_or_else(|| panic!("{any} is not a subject"));
+            assert_eq!(s.workloads, ANY_WORKLOADS);
+            assert_eq!(floor_of(&any), floor_of(name));
+            assert_ne!(floor_of(name), Mechanism::Syscall.subject(), "{name}'s mechanism is not recognised");
         }
         let mut names: Vec<_> = subjects.iter().map(|s| s.name).collect();
         names.sort_unstable();

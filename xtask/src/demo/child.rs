@@ -31,7 +31,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use master_proto::{ChildEnv, NotifyError, Status, StatusSink, Transport};
+use master_proto::{ChildEnv, NotifyError, Status, StatusSink};
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -62,21 +62,7 @@ pub(super) fn main() -> ExitCode {
 /// Reads the environment and serves with the transport it names.
 fn run() -> Result<(), String> {
     let mut env = ChildEnv::from_process().map_err(|e| e.to_string())?;
-    let name = env.transport.clone().unwrap_or_default();
-    macro_rules! dispatch {
-        ($($transport:ident => $ty:path,)*) => {
-            match name.as_str() {
-                $(stringify!($transport) => serve_with(<$ty>::default(), &mut env),)*
-                other => Err(format!("the master uses status transport {other:?}, which is not built here")),
-            }
-        };
-    }
-    master_proto_conformance::with_transports!(dispatch)
-}
-
-/// Builds `transport`'s sink and serves clients until the master goes.
-fn serve_with<T: Transport>(transport: T, env: &mut ChildEnv) -> Result<(), String> {
-    let sink = transport.sink(env).map_err(|e| e.to_string())?;
+    let sink = master_proto_transports::sink_from_env(&mut env).map_err(|e| e.to_string())?;
     let listener = env.take_listen().into_iter().next().ok_or("no listening socket at fd 6")?;
     // Shared with the other children, which may take a connection between
     // our poll and our accept.

@@ -219,7 +219,7 @@ struct Demo<T: Transport> {
 }
 
 /// Runs the demo with transport `T` until it is told to stop.
-pub(super) fn run<T: Transport + Default>(options: &Options) -> Result<(), String> {
+pub(super) fn run<T: Transport>(transport: T, options: &Options) -> Result<(), String> {
     // Before any thread exists, so that every thread inherits the mask and
     // the signals arrive only on the signalfd.
     let mut mask = SigSet::empty();
@@ -242,11 +242,10 @@ pub(super) fn run<T: Transport + Default>(options: &Options) -> Result<(), Strin
             Program::Service { command: command.clone(), args: args.clone(), name, kind, flow }
         }
     };
-    let transport = T::default();
-    let source = transport.open().map_err(|e| format!("opening the {} status channel: {e}", T::NAME))?;
+    let source = transport.open().map_err(|e| format!("opening the {} status channel: {e}", transport.name()))?;
     let config = Config { process_limit: options.max_children, throttle_delay: options.throttle };
     let mut view = View::new(options.plain);
-    view.started(&listener.describe()?, T::NAME, options.max_children, &program.describe());
+    view.started(&listener.describe()?, transport.name(), options.max_children, &program.describe());
     let load = if options.clients > 0 {
         Some(
             Load::start(options.clients, &listener.target()?, options.hold)
@@ -455,8 +454,14 @@ impl<T: Transport> Demo<T> {
                     return;
                 }
                 if let Some(source) = self.source.as_mut() {
-                    self.transport.register_child(source, generation, pid);
-                    self.registered.insert(pid);
+                    match self.transport.register_child(source, generation, pid) {
+                        Ok(()) => {
+                            self.registered.insert(pid);
+                        }
+                        // The child's channel is closed: it sees the master
+                        // gone and exits, and is reaped as any other.
+                        Err(e) => self.view.error(&format!("pid {pid}: registering its channel: {e}")),
+                    }
                 }
                 self.view.spawned(pid, generation, self.master.total());
             }
@@ -503,8 +508,9 @@ impl<T: Transport> Demo<T> {
             };
             if self.registered.remove(&pid)
                 && let Some(source) = self.source.as_mut()
+                && let Err(e) = self.transport.forget_child(source, pid)
             {
-                self.transport.forget_child(source, pid);
+                self.view.error(&format!("pid {pid}: letting its channel go: {e}"));
             }
             let outcome = self.master.reaped(pid, exit, Instant::now());
             self.view.reaped(pid, exit, outcome);

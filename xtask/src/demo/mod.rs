@@ -9,8 +9,8 @@
 //! - [`view`]: the live terminal view, or one line per event with
 //!   `--plain`.
 //!
-//! The transport named by `--transport` is looked up in the one list of
-//! transports, [`master_proto_conformance::with_transports!`], so every
+//! The transport named by `--transport` is looked up by name in the
+//! transports facade ([`master_proto_transports::AnyTransport`]), so every
 //! transport built here can run the demo.
 
 use std::ffi::OsString;
@@ -34,8 +34,8 @@ pub(crate) fn main(args: Vec<OsString>) -> ExitCode {
     let mut options = match options::parse(args) {
         Ok(options::Parsed::Run(options)) => options,
         Ok(options::Parsed::Help) => {
-            let names = master_proto_conformance::TRANSPORT_NAMES.join(", ");
-            let default = master_proto_conformance::DEFAULT_TRANSPORT.unwrap_or("none");
+            let names = master_proto_transports::NAMES.join(", ");
+            let default = options::DEFAULT_TRANSPORT.name();
             println!("{}", options::HELP.replace("{TRANSPORTS}", &names).replace("{DEFAULT}", default));
             return ExitCode::SUCCESS;
         }
@@ -46,15 +46,7 @@ pub(crate) fn main(args: Vec<OsString>) -> ExitCode {
     };
     // The live view needs a terminal to redraw.
     options.plain |= !std::io::stdout().is_terminal();
-    macro_rules! dispatch {
-        ($($name:ident => $ty:path,)*) => {
-            match options.transport.as_str() {
-                $(stringify!($name) => master::run::<$ty>(&options),)*
-                other => Err(format!("unknown transport {other:?}")),
-            }
-        };
-    }
-    match master_proto_conformance::with_transports!(dispatch) {
+    match master::run(options.transport, &options) {
         Ok(()) => ExitCode::SUCCESS,
         Err(why) => {
             eprintln!("cargo xtask demo: {why}");

@@ -6,6 +6,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use lexopt::prelude::*;
+use master_proto_transports::AnyTransport;
+
+/// The transport when `--transport` is not given: Postfix's own duplex
+/// pipe, which real Postfix daemons speak too.
+pub(super) const DEFAULT_TRANSPORT: AnyTransport = AnyTransport::postfix();
 
 /// The help text: every option, with its default.
 pub(super) const HELP: &str = "\
@@ -72,7 +77,7 @@ pub(super) enum ListenSpec {
 #[derive(Debug)]
 pub(super) struct Options {
     /// `--transport`.
-    pub(super) transport: String,
+    pub(super) transport: AnyTransport,
     /// `--max-children`.
     pub(super) max_children: usize,
     /// `--listen`.
@@ -106,10 +111,8 @@ pub(super) enum Parsed {
 
 /// Parses the arguments after `demo`.
 pub(super) fn parse(args: Vec<OsString>) -> Result<Parsed, String> {
-    let default_transport = master_proto_conformance::DEFAULT_TRANSPORT
-        .ok_or("no status transport is built: enable a transport feature of master-proto-conformance")?;
     let mut options = Options {
-        transport: default_transport.to_owned(),
+        transport: DEFAULT_TRANSPORT,
         max_children: 4,
         listen: ListenSpec::Tcp(SocketAddr::from(([127, 0, 0, 1], 0))),
         clients: 8,
@@ -129,13 +132,7 @@ pub(super) fn parse(args: Vec<OsString>) -> Result<Parsed, String> {
             Short('h') | Long("help") => return Ok(Parsed::Help),
             Long("transport") => {
                 let name: String = parser.value().map_err(err)?.string().map_err(err)?;
-                if !master_proto_conformance::TRANSPORT_NAMES.contains(&name.as_str()) {
-                    return Err(format!(
-                        "unknown transport {name:?}: built here are {}",
-                        master_proto_conformance::TRANSPORT_NAMES.join(", ")
-                    ));
-                }
-                options.transport = name;
+                options.transport = AnyTransport::from_name(&name).map_err(|e| e.to_string())?;
                 transport_given = true;
             }
             Long("max-children") => options.max_children = parser.value().map_err(err)?.parse().map_err(err)?,
@@ -161,18 +158,18 @@ pub(super) fn parse(args: Vec<OsString>) -> Result<Parsed, String> {
         }
     }
     if options.service.is_some() {
-        // Postfix's daemons speak Postfix's wire: the duplex pipe.
-        if transport_given && options.transport != "duplex" {
+        // Postfix's daemons speak Postfix's wire: whichever transport
+        // declares it (the duplex pipe).
+        let postfix =
+            AnyTransport::unnamed().ok_or("--service needs Postfix's wire, and no transport built here speaks it")?;
+        if transport_given && options.transport != postfix {
             return Err(format!(
-                "--service runs a Postfix-style daemon, which speaks Postfix's duplex pipe: \
-                 --transport {} cannot be used with it (leave --transport out, or say duplex)",
+                "--service runs a Postfix-style daemon, which speaks Postfix's wire: \
+                 --transport {} cannot be used with it (leave --transport out, or say {postfix})",
                 options.transport
             ));
         }
-        if !master_proto_conformance::TRANSPORT_NAMES.contains(&"duplex") {
-            return Err("--service needs the duplex transport, which is not built here".to_owned());
-        }
-        options.transport = "duplex".to_owned();
+        options.transport = postfix;
         if options.gossip {
             return Err("--gossip applies to the built-in children, not to a --service command".to_owned());
         }
@@ -224,7 +221,7 @@ mod tests {
             o.service,
             Some((OsString::from("/bin/echo"), vec![OsString::from("-v"), OsString::from("--plain")]))
         );
-        assert_eq!(o.transport, "duplex");
+        assert_eq!(o.transport.name(), "duplex");
         assert!(!o.plain, "--plain after --service belongs to the command");
         let e = run(&["--transport", "pipe", "--service", "x"]).unwrap_err();
         assert!(e.contains("duplex"), "{e}");

@@ -1,0 +1,66 @@
+//! The conformance suite's [`Hostile`] hook for `dgram` and `seqpacket`:
+//! garbage is one `send(2)` on fd 5, one packet, reported on its own
+//! (feature `conformance`).
+//!
+//! A wrong size is reported for that packet alone
+//! ([`Short`](master_proto::Malformed::Short) or
+//! [`Oversized`](master_proto::Malformed::Oversized)) and nobody else's
+//! record is touched.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use master_proto::transport::check_transport;
+use master_proto::{ChildEnv, EnvError, Framing, Transport};
+use master_proto_conformance::Hostile;
+use nix::errno::Errno;
+use nix::sys::socket::{MsgFlags, send};
+
+use crate::{Dgram, LIFELINE};
+
+/// One `send(2)` of all of `bytes` on `fd`, `EINTR` retried; a short send
+/// is an error.
+fn send_once(fd: &OwnedFd, bytes: &[u8]) -> io::Result<()> {
+    loop {
+        match send(fd.as_raw_fd(), bytes, MsgFlags::MSG_NOSIGNAL) {
+            Ok(n) if n == bytes.len() => return Ok(()),
+            Ok(n) => return Err(io::Error::other(format!("short send: {n} of {} bytes", bytes.len()))),
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+impl Hostile for Dgram {
+    /// fd 5, and the lifeline kept open so that the channel stays as an
+    /// honest child's.
+    type Raw = (OwnedFd, OwnedFd);
+
+    const RAW_FRAMING: Option<Framing> = Some(Framing::Packet);
+
+    fn raw(&self, env: &mut ChildEnv) -> Result<Self::Raw, EnvError> {
+        check_transport(env, self.name(), false)?;
+        let lifeline = env.take_aux(LIFELINE)?;
+        Ok((env.take_status()?, lifeline))
+    }
+
+    fn send_raw(raw: &mut Self::Raw, bytes: &[u8]) -> io::Result<()> {
+        send_once(&raw.0, bytes)
+    }
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+impl Hostile for crate::SeqPacket {
+    type Raw = OwnedFd;
+
+    const RAW_FRAMING: Option<Framing> = Some(Framing::Packet);
+
+    fn raw(&self, env: &mut ChildEnv) -> Result<Self::Raw, EnvError> {
+        check_transport(env, self.name(), false)?;
+        env.take_status()
+    }
+
+    fn send_raw(raw: &mut Self::Raw, bytes: &[u8]) -> io::Result<()> {
+        send_once(raw, bytes)
+    }
+}
