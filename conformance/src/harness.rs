@@ -13,8 +13,7 @@
 //! Pauses happen only inside `poll(2)`.
 //!
 //! The transport crates' own real-process tests use this module too (as a
-//! dev-dependency with `default-features = false`, which builds no
-//! transport): the bounded waits ([`wait_readable`], [`poll_until`],
+//! dev-dependency; this crate depends on no transport): the bounded waits ([`wait_readable`], [`poll_until`],
 //! [`try_wait_until`], [`receive`]), children ([`Ctx`], [`Spawn`], [`Kid`],
 //! [`pid_of`], [`kill_and_reap`], [`line_reader`], [`expect_line`]) and
 //! fresh paths ([`fresh_temp_path`], [`TempDir`], [`unix_listener`]) exist
