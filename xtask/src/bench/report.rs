@@ -123,10 +123,16 @@ fn find<'a>(all: &'a [Runs], workload: Workload, subject: &str, children: usize)
     all.iter().find(|r| r.workload == workload && r.subject.name == subject && r.children == children)
 }
 
-/// The subject a row is compared with as its floor, if any.
+/// The subject a row is compared with as its floor, if any: for a
+/// transport, the raw call of its mechanism; for a transport chosen through
+/// the facade (`any:NAME`), the concrete transport `NAME`, the best it can
+/// do.
 fn floor_for(subject: &Subject, workload: Workload) -> Option<&'static str> {
     match subject.kind {
-        Kind::Transport => Some(subjects::floor_of(subject.name)),
+        Kind::Transport => match subject.name.strip_prefix(subjects::ANY_PREFIX) {
+            Some(concrete) => Some(concrete),
+            None => Some(subjects::floor_of(subject.name)),
+        },
         Kind::Floor if workload == Workload::NotifyCost && subject.name != "floor:syscall" => Some("floor:syscall"),
         Kind::Floor | Kind::Peer => None,
     }
