@@ -50,7 +50,7 @@
 //!    later makes a new readiness edge on that fd. So a master that drains
 //!    and then waits edge-triggered (tokio, mio, `EPOLLET`) never sleeps on
 //!    a pending update. A fairness bound may end a drain early; the fd then
-//!    fires again at once. *(`no_lost_wakeup`)*
+//!    fires again at once. *(`no_lost_wakeup`, `edge_triggered_wakeup`)*
 //! 8. fd hygiene: a child inherits exactly its standard fds; the master's
 //!    ends never leak. *(`fd_hygiene`)*
 //! 9. `EINTR` is retried inside the transport; errors carry their cause.
