@@ -48,6 +48,7 @@ impl<T: Hostile + Default> Suite<T> {
         child_killed_mid_notify,
         hostile_input,
         no_lost_wakeup,
+        edge_triggered_wakeup,
         fd_hygiene,
         eintr_storm,
         generation_and_reload,

@@ -42,8 +42,15 @@
 //!    others nor corrupts the master. *(`child_killed_mid_notify`)*
 //! 6. The master trusts nothing it receives: malformed, partial, forged or
 //!    hostile input is counted, reported and survived. *(`hostile_input`)*
-//! 7. Wake-ups are never lost: the source's fd is readable whenever an update
-//!    is pending. *(`no_lost_wakeup`)*
+//! 7. Wake-ups are never lost, and waiting edge-triggered is safe: the
+//!    source's fd is readable whenever an update is pending, including
+//!    updates sent before the master started waiting; and once
+//!    [`StatusSource::try_recv`] has returned `None`, or
+//!    [`StatusSource::drain`] has returned, anything pending then or sent
+//!    later makes a new readiness edge on that fd. So a master that drains
+//!    and then waits edge-triggered (tokio, mio, `EPOLLET`) never sleeps on
+//!    a pending update. A fairness bound may end a drain early; the fd then
+//!    fires again at once. *(`no_lost_wakeup`, `edge_triggered_wakeup`)*
 //! 8. fd hygiene: a child inherits exactly its standard fds; the master's
 //!    ends never leak. *(`fd_hygiene`)*
 //! 9. `EINTR` is retried inside the transport; errors carry their cause.

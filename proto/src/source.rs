@@ -7,6 +7,23 @@
 //! pending, including updates sent before the master started waiting, so it
 //! fits poll, epoll, mio or tokio.
 //!
+//! # Waiting edge-triggered
+//!
+//! tokio and mio (and any `EPOLLET` user) do not ask whether the descriptor
+//! *is* readable, only whether it *became* readable since they last
+//! looked: they drain until the source says nothing is pending, then sleep
+//! until the next readiness edge. Every source therefore promises (contract
+//! item 7): once `try_recv` has returned `None`, or
+//! [`drain`](StatusSource::drain) has returned, anything pending then or
+//! sent later makes a new edge on the descriptor. A source may end a drain
+//! early for fairness (so that children sending as fast as the master reads
+//! cannot keep it there), with records still pending; it then makes the
+//! descriptor fire again at once (a level-triggered poll finds it readable,
+//! an edge-triggered one gets a new edge), so such a `None` never looks
+//! like "nothing pending" to a master that waits. The `None` is the
+//! `WouldBlock` of tokio's and mio's rules: clear readiness after it, not
+//! before.
+//!
 //! A source delivers and frames; it does not judge. Each item is either an
 //! update with the identity the transport can vouch for ([`Sender`]) or a
 //! [`Malformed`] piece of input. The master's bookkeeping
@@ -69,6 +86,12 @@ pub trait StatusSource: AsFd {
     /// The next pending item, or `None` when nothing is pending. Never
     /// blocks.
     ///
+    /// After `None`, anything pending or sent later makes a new readiness
+    /// edge on the source's descriptor (see [Waiting
+    /// edge-triggered](self#waiting-edge-triggered)): a `None` that a
+    /// fairness bound returns while records are pending leaves the
+    /// descriptor ready to fire again at once.
+    ///
     /// # Errors
     ///
     /// [`RecvError`] when the channel itself fails; malformed input is an
@@ -76,6 +99,11 @@ pub trait StatusSource: AsFd {
     fn try_recv(&mut self) -> Result<Option<Received>, RecvError>;
 
     /// Calls `f` with every pending item, then returns how many there were.
+    ///
+    /// A source may end a drain early for fairness; what it left then
+    /// makes the descriptor fire again at once, so a master that waits
+    /// edge-triggered after `drain` returns is woken for it (see [Waiting
+    /// edge-triggered](self#waiting-edge-triggered)).
     ///
     /// # Errors
     ///

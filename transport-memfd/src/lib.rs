@@ -74,7 +74,7 @@
 //! never gets ahead of what the child published. The master writes `tail`
 //! back every quarter ring and whenever a ring runs empty. One `drain`
 //! makes at most 64 passes, so children that outrun the master cannot keep
-//! it there.
+//! it there; a drain ended so rings the doorbell (below).
 //!
 //! **Sleep and wake**, no wake-up lost: when a scan finds nothing, the
 //! master resets the doorbell, sets `asleep`, issues a full barrier
@@ -91,6 +91,19 @@
 //! ringing for every update. The price is one spurious readiness of the
 //! doorbell after a busy period (a poll that returns at once, then a
 //! `try_recv` that finds nothing and puts the master to sleep).
+//!
+//! **Edge-triggered masters** (tokio, mio, `EPOLLET`; contract item 7): a
+//! readable doorbell makes no new edge, and children do not ring while the
+//! master is awake. So whenever a drain ends with the master awake (its
+//! first empty look) or with records maybe left (its bound), the master
+//! rings the doorbell itself, unless it already rang it in that drain
+//! without resetting it since (the ring that made it awake): the counter
+//! changes, which is a new edge, and the master's next wait returns at once
+//! to look again (and then, finding nothing, to go to sleep, after which
+//! children ring). A drain that ends asleep needs nothing: every later
+//! publish rings. This costs the master one eventfd write per drain that
+//! ends awake; the child's side is unchanged (no system call, no locked
+//! instruction while the master is awake).
 //!
 //! **Master gone**: a thread of the master (the death watch, one per
 //! process, which sleeps for ever) has a robust futex list
@@ -134,8 +147,9 @@
 //! # Proof
 //!
 //! The ring algorithm and the sleep/wake handshake (the private module `ring`) are safe code
-//! over atomics imported from a `cfg(loom)` shim. Their loom models run
-//! with:
+//! over atomics imported from a `cfg(loom)` shim. Their loom models (among
+//! them the handshake seen by an edge-triggered wait: an awake master that
+//! finds nothing is never left asleep on a record) run with:
 //!
 //! ```sh
 //! RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 CARGO_TARGET_DIR=target/loom \

@@ -3,7 +3,7 @@
 //!
 //! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test -p master-proto-memfd --release --lib loom`
 
-use loom::sync::Arc;
+use loom::sync::{Arc, Mutex};
 use loom::thread;
 use master_proto::{Status, StatusUpdate};
 
@@ -127,6 +127,90 @@ fn loom_sleep_wake_no_lost_wakeup() {
             assert_eq!(control[ASLEEP].load(Ordering::Relaxed), 1, "the child rang only because the master slept");
         }
     });
+}
+
+/// The doorbell as an edge-triggered epoll (tokio, mio, `EPOLLET`) sees
+/// it: the eventfd's counter, and whether a write since the last wait left
+/// the epoll item queued. One lock stands for the kernel's: a write, a
+/// reset and a wait are each atomic.
+#[derive(Debug, Default)]
+struct EdgeBell {
+    count: u64,
+    queued: bool,
+}
+
+/// An eventfd write: the counter changes, which queues an edge.
+fn ring_bell(bell: &Mutex<EdgeBell>) {
+    let mut b = bell.lock().expect("the bell");
+    b.count += 1;
+    b.queued = true;
+}
+
+/// The master resets the doorbell (reads the eventfd to zero). A queued
+/// edge stays queued, but a wait finds the eventfd unreadable and reports
+/// nothing.
+fn reset_bell(bell: &Mutex<EdgeBell>) {
+    bell.lock().expect("the bell").count = 0;
+}
+
+/// An `EPOLLET` wait, without blocking: whether it reports the doorbell
+/// (an edge queued since the last wait, and the eventfd readable now).
+fn wait_edge(bell: &Mutex<EdgeBell>) -> bool {
+    let mut b = bell.lock().expect("the bell");
+    let fired = b.queued && b.count > 0;
+    b.queued = false;
+    fired
+}
+
+/// Edge-safety (contract item 7): an awake master whose look finds nothing
+/// ends its drain while children do not ring; it leaves an edge (rings the
+/// doorbell itself, unless this drain rang it already when it became
+/// awake), waits edge-triggered, looks again, finds nothing, and goes to
+/// sleep (reset, "asleep", barrier, a last look). A child publishes one
+/// record at any point and rings only if it sees "asleep". In every
+/// interleaving, once the child is done, the master has seen the record or
+/// its next edge-triggered wait fires: it is never left asleep on a
+/// pending record.
+#[test]
+fn loom_awake_master_leaves_an_edge() {
+    for rang_in_this_drain in [false, true] {
+        loom::model(move || {
+            let (words, mut consumer) = ring(2);
+            // Awake: "asleep" is clear, children do not ring.
+            let control = memory(CONTROL_WORDS);
+            let bell = Arc::new(Mutex::new(EdgeBell::default()));
+            if rang_in_this_drain {
+                // The ring that made the master awake, after its last wait.
+                ring_bell(&bell);
+            }
+            let (w, c, b) = (Arc::clone(&words), Arc::clone(&control), Arc::clone(&bell));
+            let child = thread::spawn(move || {
+                let mut p = Producer::new(w.ring()).expect("a valid ring");
+                p.push(w.ring(), update(6, 1));
+                fence(Ordering::SeqCst);
+                if ring::must_ring(&c) {
+                    ring_bell(&b);
+                }
+            });
+            let mut seen = consumer.next(words.ring()).is_some();
+            if !seen {
+                // Nothing, for the first time while awake: `None`, with an
+                // edge to come back on.
+                if !rang_in_this_drain {
+                    ring_bell(&bell);
+                }
+                assert!(wait_edge(&bell), "the awake master waits with no edge to come back on");
+                seen = consumer.next(words.ring()).is_some();
+                if !seen {
+                    reset_bell(&bell);
+                    ring::declare_asleep(&control, || fence(Ordering::SeqCst));
+                    seen = consumer.next(words.ring()).is_some();
+                }
+            }
+            child.join().expect("the child");
+            assert!(seen || wait_edge(&bell), "a stall: the record is pending and the master's wait has no edge");
+        });
+    }
 }
 
 /// A producer that stops for ever after any number of the three stores of

@@ -112,6 +112,12 @@ pub struct MemfdSource {
     /// Awake, and the last `try_recv` found nothing: the next empty one
     /// puts the master to sleep.
     idle: bool,
+    /// The master rang the doorbell itself during this drain, and has not
+    /// reset it since: an edge its next wait will see.
+    rang: bool,
+    /// The last call ended a drain (`try_recv` said `None`, or `drain`
+    /// returned): the next call begins one, after the master's wait.
+    ended: bool,
     /// Items taken from rings of reaped children, delivered first.
     pending: VecDeque<Received>,
 }
@@ -138,6 +144,8 @@ impl MemfdSource {
             streak: 0,
             wake: Wake::Asleep,
             idle: false,
+            rang: false,
+            ended: false,
             pending: VecDeque::new(),
         })
     }
@@ -285,6 +293,7 @@ impl MemfdSource {
                     if sys::ring_bell(self.doorbell.as_fd()).is_ok() {
                         ring::declare_awake(self.control.words());
                         self.wake = Wake::Awake;
+                        self.rang = true;
                     }
                     return;
                 }
@@ -292,12 +301,42 @@ impl MemfdSource {
         }
     }
 
+    /// A call that begins a drain (the first after one that ended a drain,
+    /// so after the master's wait, which took any edge there was): nothing
+    /// rung in this drain yet.
+    fn begin(&mut self) {
+        if std::mem::take(&mut self.ended) {
+            self.rang = false;
+        }
+    }
+
+    /// A drain ends while children may not ring (the master is awake) or
+    /// records may be left (the drain's bound): makes sure the master's
+    /// next wait, edge-triggered or not, returns at once. The doorbell is
+    /// readable while awake, which is enough for a level-triggered wait; an
+    /// edge-triggered one (tokio, mio, `EPOLLET`) needs a write since it
+    /// last waited, so the doorbell is rung unless this drain rang it
+    /// already (and did not reset it since).
+    ///
+    /// # Errors
+    ///
+    /// The eventfd write's, which cannot fail for a valid eventfd.
+    fn end_with_edge(&mut self) -> Result<(), RecvError> {
+        if !self.rang {
+            sys::ring_bell(self.doorbell.as_fd()).map_err(RecvError::Io)?;
+            self.rang = true;
+        }
+        self.ended = true;
+        Ok(())
+    }
+
     /// Every ring was found empty: whether to stop here while staying
     /// awake. Awake and finding nothing for the first time, the master
     /// stays awake, so that a child producing steadily a little slower than
-    /// the master does not ring for every update. The doorbell is readable
-    /// while awake, so a master that polls now comes straight back, and its
-    /// next empty look puts it to sleep.
+    /// the master does not ring for every update. The caller then ends the
+    /// drain with [`end_with_edge`](Self::end_with_edge), so a master that
+    /// waits now comes straight back, and its next empty look puts it to
+    /// sleep.
     fn stay_awake(&mut self) -> bool {
         if self.wake == Wake::Awake && !self.idle {
             self.idle = true;
@@ -312,6 +351,9 @@ impl MemfdSource {
     /// the barrier is seen now, one that publishes after it rings).
     fn go_to_sleep(&mut self) -> Result<Option<Received>, RecvError> {
         sys::drain_bell(self.doorbell.as_fd()).map_err(RecvError::Io)?;
+        // Reset: an edge this drain made is gone with it (epoll finds the
+        // eventfd unreadable, and reports nothing).
+        self.rang = false;
         if self.wake == Wake::Awake {
             let barrier = self.barrier;
             let mut failed = None;
@@ -329,7 +371,10 @@ impl MemfdSource {
             // More may be pending that nobody rang for: stay readable. (A
             // valid eventfd's write cannot fail; were it to, the record in
             // hand is still returned, never dropped for an error.)
-            let _ = sys::ring_bell(self.doorbell.as_fd());
+            self.rang = sys::ring_bell(self.doorbell.as_fd()).is_ok();
+        } else {
+            // Asleep with nothing pending: children ring from here on.
+            self.ended = true;
         }
         Ok(found)
     }
@@ -350,6 +395,7 @@ impl AsFd for MemfdSource {
 
 impl StatusSource for MemfdSource {
     fn try_recv(&mut self) -> Result<Option<Received>, RecvError> {
+        self.begin();
         if let Some(item) = self.pending.pop_front() {
             return Ok(Some(item));
         }
@@ -358,6 +404,7 @@ impl StatusSource for MemfdSource {
             return Ok(Some(item));
         }
         if self.stay_awake() {
+            self.end_with_edge()?;
             return Ok(None);
         }
         self.go_to_sleep()
@@ -369,8 +416,11 @@ impl StatusSource for MemfdSource {
     /// after 64 passes that found something even if children keep
     /// sending (so children that outrun the master cannot hold it here):
     /// besides what reaped children left, it hands over at most
-    /// 4096 records a ring. The doorbell then stays readable.
+    /// 4096 records a ring. The doorbell is then rung (unless this drain
+    /// rang it already), so the master's next wait, edge-triggered or not,
+    /// returns at once for what is left.
     fn drain(&mut self, mut f: impl FnMut(Received)) -> Result<usize, RecvError> {
+        self.begin();
         let mut n = 0;
         while let Some(item) = self.pending.pop_front() {
             f(item);
@@ -386,6 +436,7 @@ impl StatusSource for MemfdSource {
                 continue;
             }
             if self.stay_awake() {
+                self.end_with_edge()?;
                 return Ok(n);
             }
             match self.go_to_sleep()? {
@@ -396,6 +447,7 @@ impl StatusSource for MemfdSource {
                 None => return Ok(n),
             }
         }
+        self.end_with_edge()?;
         Ok(n)
     }
 }

@@ -49,9 +49,23 @@
 //! readable waits for at most 8 records of each other one, never for a
 //! flooding child to stop. After a round that yielded records,
 //! [`StatusSource::try_recv`] returns `None` once even if the children have
-//! refilled their channels meanwhile; the descriptor stays readable, so the
-//! master's next poll returns at once. A drain therefore ends after at most
-//! 64 × 8 records, however fast the children send.
+//! refilled their channels meanwhile, so a drain ends after at most 64 × 8
+//! records, however fast the children send.
+//!
+//! That `None` must not strand what the round left behind (contract item
+//! 7): a master that waits edge-triggered (tokio, mio, `EPOLLET`) sleeps
+//! until the descriptor makes a new edge, and a descriptor that merely stays
+//! readable makes none. So a round that may have left records (a channel
+//! used up its 8, or `epoll_wait` filled all 64 slots) writes an eventfd
+//! that sits in the epoll set, edge-triggered there, before it returns
+//! `None`: the write wakes whoever waits on the epoll descriptor, which is
+//! a new edge for an outer epoll, and the next `epoll_wait` of the source
+//! reports the eventfd once (it is never read; its counter only counts
+//! these writes). `EPOLL_CTL_MOD` on the channels left behind would not do:
+//! the set is level-triggered, so `epoll_wait` has already put a channel
+//! still readable back on the ready list, where `EPOLL_CTL_MOD` finds it and
+//! wakes nobody. Anything sent later makes its own edge, as every record
+//! arriving on a channel wakes the epoll descriptor's waiters.
 //!
 //! This flavour needs epoll, so it is built on Linux and Android only.
 //!
@@ -73,6 +87,7 @@ use master_proto::{Caps, EndFds, EnvError, Identity, Received, RecvError, Sender
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+use nix::sys::eventfd::{EfdFlags, EventFd};
 use socket2::Socket;
 
 use crate::packet::{PACKET_CAPS, PacketSink, item, open_pair};
@@ -107,12 +122,17 @@ impl Transport for SeqPacket {
     }
 
     fn open(&self) -> io::Result<ChannelSource> {
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        let rearm = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?;
+        epoll.add(&rearm, EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLET, REARM))?;
         Ok(ChannelSource {
-            epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?,
+            epoll,
+            rearm,
             channels: HashMap::new(),
             pending: Vec::new(),
             ready: VecDeque::new(),
             round_over: false,
+            left_behind: false,
         })
     }
 
@@ -166,6 +186,9 @@ impl Transport for SeqPacket {
 /// How many ready channels one `epoll_wait` reports at most.
 const EVENTS: usize = 64;
 
+/// The epoll key of the rearm eventfd: no pid (those are `u32` keys).
+const REARM: u64 = u64::MAX;
+
 /// How many records one channel yields in a round before the source moves
 /// on: a round is one `epoll_wait`, so a channel that became readable waits
 /// for at most this many records of each channel already in the round.
@@ -183,6 +206,10 @@ const BURST: u8 = 8;
 #[derive(Debug)]
 pub struct ChannelSource {
     epoll: Epoll,
+    /// In the epoll set, edge-triggered: written when a round that may have
+    /// left records behind ends, so that the epoll descriptor makes a new
+    /// edge.
+    rearm: EventFd,
     /// Registered channels by child pid (also their epoll key).
     channels: HashMap<i32, Socket>,
     /// Master ends made for spawns not registered yet, by generation.
@@ -193,6 +220,9 @@ pub struct ChannelSource {
     /// Whether the round that just ended yielded a record: the next
     /// `try_recv` then says `None` once, so that a drain ends.
     round_over: bool,
+    /// Whether this round may leave records behind: a channel used up its
+    /// [`BURST`], or `epoll_wait` filled all [`EVENTS`] slots.
+    left_behind: bool,
 }
 
 impl ChannelSource {
@@ -285,16 +315,21 @@ impl StatusSource for ChannelSource {
                 *burst = burst.saturating_sub(1);
                 if *burst == 0 {
                     self.ready.pop_front();
+                    self.left_behind = true;
                 }
                 self.round_over = self.ready.is_empty();
                 return Ok(Some(item(&msg, Sender::Channel(pid))));
             }
             if std::mem::take(&mut self.round_over) {
                 // The end of a round that yielded records: a drain stops
-                // here even if children refilled their channels meanwhile
-                // (the descriptor stays readable), so that children sending
-                // as fast as the master reads cannot keep it from its other
-                // work.
+                // here even if children refilled their channels meanwhile,
+                // so that children sending as fast as the master reads
+                // cannot keep it from its other work. What the round left
+                // behind gets a new edge (see the module docs). The write
+                // cannot fail: the counter would need 2^64 rounds to fill.
+                if std::mem::take(&mut self.left_behind) {
+                    self.rearm.write(1).map_err(RecvError::Io)?;
+                }
                 return Ok(None);
             }
             let mut events = [EpollEvent::empty(); EVENTS];
@@ -308,6 +343,9 @@ impl StatusSource for ChannelSource {
             if n == 0 {
                 return Ok(None);
             }
+            self.left_behind = n == EVENTS;
+            // The rearm eventfd has no pid: it only made the edge that
+            // brought the master here.
             self.ready.extend(events.iter().take(n).filter_map(Self::pid_of).map(|pid| (pid, BURST)));
         }
     }

@@ -8,9 +8,10 @@
 //! back-pressure, 5 orderly close, 6 master killed, 7 `SIGPIPE` at
 //! `SIG_DFL`, 8 children killed mid-notify, 9 hostile input, 10 no lost
 //! wake-up, 11 fd hygiene, 12 `EINTR` storm, 13 generations and reload, 14
-//! threads sharing a sink; and the declared capabilities checked for
-//! honesty.
+//! threads sharing a sink, 15 edge-triggered wake-ups; and the declared
+//! capabilities checked for honesty.
 
+mod bursts;
 mod caps;
 mod delivery;
 mod disconnect;
@@ -33,7 +34,7 @@ pub use disconnect::{master_close_disconnects, master_killed_disconnects, sigpip
 pub use faults::{child_killed_mid_notify, hostile_input};
 pub use generation::generation_and_reload;
 pub use hygiene::fd_hygiene;
-pub use wakeup::{eintr_in_blocked_write, eintr_storm, no_lost_wakeup};
+pub use wakeup::{edge_triggered_wakeup, eintr_in_blocked_write, eintr_storm, no_lost_wakeup};
 
 use crate::harness::fail;
 

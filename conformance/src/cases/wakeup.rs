@@ -1,14 +1,18 @@
-//! Cases 10 and 12: no lost wake-up, and `EINTR` under a signal storm;
-//! and, for the transports that write to fd 5, `EINTR` aimed at that write.
+//! Cases 10, 12 and 15: no lost wake-up, `EINTR` under a signal storm,
+//! and wake-ups for a master that waits edge-triggered; and, for the
+//! transports that write to fd 5, `EINTR` aimed at that write.
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 use master_proto::{Received, Status, StatusSink, StatusSource, Transport};
+use nix::errno::Errno;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 
+use super::bursts::{BurstRun, burst_roles, edge_triggered_master};
 use super::delivery::{updater_role, whole_updates};
 use crate::harness::{
-    Ctx, Spawn, Storm, WAIT, await_poke, child_sink, fail, poll_until, readable_now, say, storm_target,
+    Ctx, Spawn, Storm, WAIT, await_poke, child_sink, fail, poll_timeout, poll_until, readable_now, say, storm_target,
     thread_blocked_writing, wait_readable,
 };
 use crate::hostile::Hostile;
@@ -106,6 +110,60 @@ fn wakeups<T: Hostile + Default>(ctx: &Ctx, rounds: i32, storm: bool) {
     if let Some(storm) = storm {
         let report = storm.stop();
         assert!(report.to_children > 0 && report.to_master > 0, "the storm sent nothing: {report:?}");
+    }
+}
+
+/// Bursts in one run of case 15: thousands of waits, a second or two.
+const EDGE_BURSTS: usize = 2000;
+
+/// Case 15. A master that waits as tokio and mio do: the source's fd in an
+/// epoll of its own with `EPOLLET`; it drains (one `drain`, or `try_recv`
+/// until `None`, each half the time), then waits for the next edge, each
+/// wait bounded. Beside three quiet children, one child sends 2,000 bursts
+/// of 1 to 300 records at varying spacing, each when the master asks. No
+/// wait may end by its bound while a record is pending (a stall: the
+/// transport ended a drain with something pending and made no new edge),
+/// and every record arrives once, in order. The failure names the burst
+/// sizes of the waits that stalled and how many did.
+pub fn edge_triggered_wakeup<T: Hostile + Default>(ctx: &Ctx) {
+    if let Some(role) = ctx.role() {
+        burst_roles::<T>(ctx, &role);
+        fail(format_args!("unknown role {role}"));
+    }
+    let t = T::default();
+    let mut source = t.open().expect("open a channel");
+    let run = BurstRun::start(ctx, &t, &mut source, EDGE_BURSTS);
+    let epoll = EdgeEpoll::new(source.as_fd());
+    let report = edge_triggered_master(run, &mut source, |bound| epoll.wait(bound), "an EPOLLET master");
+    report.assert_no_stall(T::default().name(), "an EPOLLET master");
+    println!("edge_triggered_wakeup {}: {}", T::default().name(), report.summary());
+}
+
+/// One descriptor in an epoll of its own, edge-triggered, for reading:
+/// what mio registers for `Interest::READABLE`.
+struct EdgeEpoll(Epoll);
+
+impl EdgeEpoll {
+    fn new(fd: BorrowedFd<'_>) -> EdgeEpoll {
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).expect("epoll_create1");
+        let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLET;
+        epoll.add(fd, EpollEvent::new(flags, 0)).expect("EPOLL_CTL_ADD");
+        EdgeEpoll(epoll)
+    }
+
+    /// Waits at most `bound` for an edge; whether one came. `EINTR` is
+    /// retried for what is left of the bound.
+    fn wait(&self, bound: Duration) -> bool {
+        let deadline = Instant::now() + bound;
+        let mut events = [EpollEvent::empty(); 1];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.0.wait(&mut events, poll_timeout(left)) {
+                Ok(n) => return n > 0,
+                Err(Errno::EINTR) => {}
+                Err(e) => panic!("epoll_wait: {e}"),
+            }
+        }
     }
 }
 
