@@ -749,8 +749,8 @@ pub fn asleep_in_syscall(pid: i32) -> bool {
     matches!(state, Some("S" | "D")) && in_call
 }
 
-/// The thread of process `pid` that is blocked in `write(fd, …)` or
-/// `sendto(fd, …)` (`send(2)` is `sendto`), if any, as
+/// The thread of process `pid` that is blocked in `write(fd, …)`,
+/// `pwritev2(fd, …)` or `sendto(fd, …)` (`send(2)` is `sendto`), if any, as
 /// `/proc/PID/task/*/syscall` shows: where a child waits for room on a full
 /// pipe or socket.
 #[must_use]
@@ -761,7 +761,8 @@ pub fn thread_blocked_writing(pid: i32, fd: i32) -> Option<i32> {
         let text = std::fs::read_to_string(task.path().join("syscall")).unwrap_or_default();
         let mut fields = text.split_whitespace();
         let nr: i64 = fields.next().and_then(|n| n.parse().ok()).unwrap_or(-1);
-        let blocked = (nr == nix::libc::SYS_write || nr == nix::libc::SYS_sendto) && fields.next() == Some(fd.as_str());
+        let writes = [nix::libc::SYS_write, nix::libc::SYS_sendto, nix::libc::SYS_pwritev2];
+        let blocked = writes.contains(&nr) && fields.next() == Some(fd.as_str());
         blocked.then(|| task.file_name().to_str()?.parse().ok()).flatten()
     })
 }

@@ -31,15 +31,15 @@ fn write_once(fd: &OwnedFd, bytes: &[u8]) -> io::Result<()> {
 }
 
 impl Hostile for Pipe {
-    /// fd 5, and the lifeline kept open so that the channel stays as an
-    /// honest child's.
-    type Raw = (OwnedFd, OwnedFd);
+    /// fd 5, and the lifeline (where there is one) kept open so that the
+    /// channel stays as an honest child's.
+    type Raw = (OwnedFd, Option<OwnedFd>);
 
     const RAW_FRAMING: Option<Framing> = Some(Framing::ByteStream);
 
     fn raw(&self, env: &mut ChildEnv) -> Result<Self::Raw, EnvError> {
         check_transport(env, self.name(), false)?;
-        let lifeline = env.take_aux(LIFELINE)?;
+        let lifeline = if crate::sys::NEEDS_LIFELINE { Some(env.take_aux(LIFELINE)?) } else { None };
         Ok((env.take_status()?, lifeline))
     }
 

@@ -7,14 +7,15 @@
 //! | flavour | name | mechanism | master gone, as the child sees it |
 //! |---|---|---|---|
 //! | [`Duplex`] | `duplex` | `AF_UNIX SOCK_STREAM` socketpair, as Postfix's master(8) | EOF on fd 5; `send` fails with `EPIPE` |
-//! | [`Pipe`] | `pipe` | anonymous pipe (`os_pipe`) | EOF on a lifeline pipe; `write` fails with `EPIPE` |
+//! | [`Pipe`] | `pipe` | anonymous pipe (`os_pipe`) | `POLLERR` on fd 5 (no reader left; elsewhere than Linux, EOF on a lifeline pipe); the write fails with `EPIPE` |
 //!
 //! [`Duplex`] is byte-exact with Postfix: a child built on it runs under a
 //! real Postfix master(8), and a master built on it reads real Postfix
-//! daemons. [`Pipe`] is the lightest mechanism; since a pipe's write end
-//! cannot tell its writer that the reader left, each child also gets the
-//! read end of a *lifeline* pipe whose only write end the master holds
-//! (passed as auxiliary descriptor `lifeline`).
+//! daemons. [`Pipe`] is the lightest mechanism: on Linux a notify is one
+//! `pwritev2(RWF_NOSIGNAL)` and fd 5 itself reports the master gone (where
+//! a pipe's write end cannot tell that its reader left, each child also
+//! gets the read end of a *lifeline* pipe whose only write end the master
+//! holds, passed as auxiliary descriptor `lifeline`).
 //!
 //! Both deliver every update whole and in per-child order: an honest record
 //! is one `write(2)` of 12 bytes, which a pipe (at most `PIPE_BUF` bytes) and
