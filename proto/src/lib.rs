@@ -17,7 +17,9 @@
 //! - [`env`](mod@env): the child's standard environment (fd 5, listen fds from 6,
 //!   `GENERATION` in octal);
 //! - [`master`]: the master's bookkeeping as a sans-IO state machine with
-//!   every Postfix rule.
+//!   every Postfix rule;
+//! - `tokio`, behind the cargo feature of that name: a source awaited on
+//!   tokio's reactor, and a child's wait for its master's disconnect.
 //!
 //! # The contract every transport meets
 //!
@@ -72,6 +74,8 @@ pub mod master;
 pub mod sink;
 pub mod source;
 pub mod stream;
+#[cfg(feature = "tokio")]
+pub mod tokio;
 pub mod transport;
 pub mod wire;
 
