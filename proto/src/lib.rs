@@ -18,8 +18,9 @@
 //!   `GENERATION` in octal);
 //! - [`master`]: the master's bookkeeping as a sans-IO state machine with
 //!   every Postfix rule;
-//! - `tokio`, behind the cargo feature of that name: a source awaited on
-//!   tokio's reactor, and a child's wait for its master's disconnect.
+//! - `tokio` and `mio`, behind the cargo features of those names: a source
+//!   awaited on tokio's reactor or registered with mio, and a child's wait
+//!   for its master's disconnect.
 //!
 //! # The contract every transport meets
 //!
@@ -71,6 +72,8 @@ pub mod caps;
 pub mod env;
 pub mod lifeline;
 pub mod master;
+#[cfg(feature = "mio")]
+pub mod mio;
 pub mod sink;
 pub mod source;
 pub mod stream;

@@ -59,7 +59,7 @@
 //!
 //! # See also
 //!
-//! `tokio::io::unix::AsyncFd`; Postfix
+//! `tokio::io::unix::AsyncFd`; module `mio` for mio; Postfix
 //! `src/master/master_status.c` (`master_status_event`, the handler these
 //! replace), `src/master/single_server.c` (watching fd 5 for EOF).
 
