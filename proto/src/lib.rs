@@ -50,7 +50,8 @@
 //!    updates sent before the master started waiting; and once
 //!    [`StatusSource::try_recv`] has returned `None`, or
 //!    [`StatusSource::drain`] has returned, anything pending then or sent
-//!    later makes a new readiness edge on that fd. So a master that drains
+//!    later makes a new readiness edge on that fd, no earlier than that
+//!    call began. So a master that drains
 //!    and then waits edge-triggered (tokio, mio, `EPOLLET`) never sleeps on
 //!    a pending update. A fairness bound may end a drain early; the fd then
 //!    fires again at once. *(`no_lost_wakeup`, `edge_triggered_wakeup`)*
