@@ -40,7 +40,8 @@
 //!    [`StatusSink::notify`] returns [`NotifyError::Disconnected`] and its
 //!    [`StatusSink::disconnect_fd`] becomes readable without sending. Never a
 //!    hang, never death by `SIGPIPE`. *(`master_close_disconnects`,
-//!    `master_killed_disconnects`, `sigpipe_default_never_kills`)*
+//!    `master_killed_disconnects`, `sigpipe_default_never_kills`; waiting
+//!    on tokio and mio: `tokio_disconnect`, `mio_disconnect`)*
 //! 5. A child killed at any instruction never wedges the channel for the
 //!    others nor corrupts the master. *(`child_killed_mid_notify`)*
 //! 6. The master trusts nothing it receives: malformed, partial, forged or
@@ -54,7 +55,8 @@
 //!    call began. So a master that drains
 //!    and then waits edge-triggered (tokio, mio, `EPOLLET`) never sleeps on
 //!    a pending update. A fairness bound may end a drain early; the fd then
-//!    fires again at once. *(`no_lost_wakeup`, `edge_triggered_wakeup`)*
+//!    fires again at once. *(`no_lost_wakeup`, `edge_triggered_wakeup`;
+//!    through the adapters: `tokio_master`, `mio_master`)*
 //! 8. fd hygiene: a child inherits exactly its standard fds; the master's
 //!    ends never leak. *(`fd_hygiene`)*
 //! 9. `EINTR` is retried inside the transport; errors carry their cause.

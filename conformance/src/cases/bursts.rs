@@ -52,6 +52,12 @@ pub(crate) const JUDGE: Duration = Duration::from_secs(1);
 /// stall, few enough that a broken transport fails in seconds.
 pub(crate) const MAX_STALLS: usize = 20;
 
+/// A run makes no new burst after this long: a run takes 1-3 s on an idle
+/// 2-core machine, but on one loaded by other work every wait the child
+/// is kept from answering costs up to [`JUDGE`], and the run does fewer
+/// bursts rather than take minutes. The report says so.
+const BUDGET: Duration = Duration::from_secs(15);
+
 /// How many quiet children sit beside the bursting one (each with a
 /// channel or ring of its own where the transport makes one per child).
 const QUIET: usize = 3;
@@ -240,6 +246,8 @@ pub(crate) fn burst_roles<T: Transport + Default>(ctx: &Ctx, role: &str) {
 pub(crate) struct Report {
     seed: u64,
     planned: usize,
+    /// Whether the run stopped at its time budget.
+    out_of_time: bool,
     /// Waits for readiness the master made.
     pub(crate) waits: u64,
     /// Waits that ended by their bound and were judged not stalled (the
@@ -303,8 +311,17 @@ impl Report {
     #[must_use]
     pub(crate) fn summary(&self) -> String {
         format!(
-            "{} bursts, {} records, {} waits ({} ended by their bound, none stalled), seed {:#x}",
-            self.bursts, self.records, self.waits, self.late, self.seed
+            "{} bursts{}, {} records, {} waits ({} ended by their bound, none stalled), seed {:#x}",
+            self.bursts,
+            if self.out_of_time {
+                format!(" of {} (time budget {BUDGET:?} spent)", self.planned)
+            } else {
+                String::new()
+            },
+            self.records,
+            self.waits,
+            self.late,
+            self.seed
         )
     }
 }
@@ -333,6 +350,8 @@ pub(crate) struct BurstRun {
     asked: usize,
     /// The burst in progress.
     burst: Option<Current>,
+    /// When the run makes no new burst ([`BUDGET`]).
+    budget: Instant,
     pub(crate) report: Report,
 }
 
@@ -371,7 +390,17 @@ impl BurstRun {
             rng: Rng::new(seed ^ 0x5eed_5eed),
             asked: 0,
             burst: None,
-            report: Report { seed, planned, waits: 0, late: 0, stalls: Vec::new(), bursts: 0, records: 0 },
+            budget: Instant::now() + BUDGET,
+            report: Report {
+                seed,
+                planned,
+                out_of_time: false,
+                waits: 0,
+                late: 0,
+                stalls: Vec::new(),
+                bursts: 0,
+                records: 0,
+            },
         }
     }
 
@@ -388,6 +417,10 @@ impl BurstRun {
         }
         // A burst still in progress here is one the run stopped in.
         if self.burst.is_some() || self.report.bursts >= self.report.planned || self.report.stalls.len() >= MAX_STALLS {
+            return false;
+        }
+        if Instant::now() >= self.budget {
+            self.report.out_of_time = true;
             return false;
         }
         let burst = self.plan.next_burst();
