@@ -403,6 +403,25 @@ impl Kid {
         expect_line(lines, prefix, &format!("child {}", self.pid))
     }
 
+    /// Waits at most `within` for a line of the child's stdout starting
+    /// with `prefix` (other lines are skipped) and returns it; `None` if
+    /// none came in time or stdout closed.
+    ///
+    /// # Panics
+    ///
+    /// If stdout was not piped.
+    pub fn line_within(&mut self, prefix: &str, within: Duration) -> Option<String> {
+        let lines = self.lines.as_ref().expect("the child's stdout is piped");
+        let deadline = Instant::now() + within;
+        loop {
+            match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) if line.starts_with(prefix) => return Some(line),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    }
+
     /// Whether the child has printed a line starting with `prefix` by now
     /// (lines read while looking are consumed); never waits.
     ///

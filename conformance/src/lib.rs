@@ -44,7 +44,16 @@
 //! | 13 | `generation_and_reload` | wrong generations ignored; reload retires old children, tells them to go, counts new ones |
 //! | 14 | `threads_share_a_sink` | threads of one child share a sink, nothing torn (or the sink is not `Sync`, as declared) |
 //! | 15 | `edge_triggered_wakeup` | a master waiting in `EPOLLET` (as tokio and mio do), 2,000 bursts of 1-300 records beside quiet children: no wait ends by its bound while a record is pending, nothing lost |
+//! | 16 | `tokio_master` | a tokio master (current-thread, then multi-thread runtime) receives the bursts of 15 through `AsyncSource`: nothing lost, no stall, every wait bounded |
+//! | 17 | `tokio_disconnect` | children await `tokio::Disconnect` (current-thread; multi-thread, in a spawned task): it resolves on orderly close and on `SIGKILL` of the master, then notify says `Disconnected` |
+//! | 18 | `mio_master` | a mio master (`MioSource` in a `Poll`) receives the bursts of 15 likewise |
+//! | 19 | `mio_disconnect` | 17 with `MioDisconnect` in a `Poll` |
 //! | – | `declared_capabilities_are_honest` | identity, delivery, framing, back-pressure, `thread_safe_sink`, `postfix_wire` |
+//!
+//! Cases 16-17 need the cargo feature `tokio` and 18-19 the feature `mio`
+//! (both on by default; the transport crates' own tests use this crate
+//! without them). [`conformance_suite!`] instantiates them when this crate
+//! was built with them, whoever expands it.
 //!
 //! Each case reads the transport's [`Caps`](master_proto::Caps) and checks
 //! that promise; where a promise makes a case moot it returns early, saying
@@ -80,6 +89,58 @@ mod sys;
 
 pub use hostile::Hostile;
 pub use suite::Suite;
+
+// The cases behind this crate's features, one hidden macro per feature (a
+// `cfg` written inside an exported macro would be evaluated in the crate
+// that expands it). Each expands to its cases' tests
+// for one transport type, inside the module `conformance_suite!` makes.
+#[cfg(feature = "tokio")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __tokio_cases {
+    ($name:ident) => {
+        #[test]
+        fn tokio_master() {
+            super::$name().tokio_master(&ctx("tokio_master"));
+        }
+
+        #[test]
+        fn tokio_disconnect() {
+            super::$name().tokio_disconnect(&ctx("tokio_disconnect"));
+        }
+    };
+}
+
+#[cfg(not(feature = "tokio"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __tokio_cases {
+    ($name:ident) => {};
+}
+
+#[cfg(feature = "mio")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __mio_cases {
+    ($name:ident) => {
+        #[test]
+        fn mio_master() {
+            super::$name().mio_master(&ctx("mio_master"));
+        }
+
+        #[test]
+        fn mio_disconnect() {
+            super::$name().mio_disconnect(&ctx("mio_disconnect"));
+        }
+    };
+}
+
+#[cfg(not(feature = "mio"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __mio_cases {
+    ($name:ident) => {};
+}
 
 /// Instantiates every case as a `#[test]` for each `name => Type` given,
 /// under `mod name`. See the [crate documentation](crate).
@@ -157,6 +218,9 @@ macro_rules! conformance_suite {
                 fn edge_triggered_wakeup() {
                     super::$name().edge_triggered_wakeup(&ctx("edge_triggered_wakeup"));
                 }
+
+                $crate::__tokio_cases! { $name }
+                $crate::__mio_cases! { $name }
 
                 #[test]
                 fn fd_hygiene() {

@@ -54,6 +54,30 @@ impl<T: Hostile + Default> Suite<T> {
         generation_and_reload,
     );
 
+    /// Runs [`cases::tokio_master`] for `T`.
+    #[cfg(feature = "tokio")]
+    pub fn tokio_master(&self, ctx: &Ctx) {
+        cases::tokio_master::<T>(ctx);
+    }
+
+    /// Runs [`cases::tokio_disconnect`] for `T`.
+    #[cfg(feature = "tokio")]
+    pub fn tokio_disconnect(&self, ctx: &Ctx) {
+        cases::tokio_disconnect::<T>(ctx);
+    }
+
+    /// Runs [`cases::mio_master`] for `T`.
+    #[cfg(feature = "mio")]
+    pub fn mio_master(&self, ctx: &Ctx) {
+        cases::mio_master::<T>(ctx);
+    }
+
+    /// Runs [`cases::mio_disconnect`] for `T`.
+    #[cfg(feature = "mio")]
+    pub fn mio_disconnect(&self, ctx: &Ctx) {
+        cases::mio_disconnect::<T>(ctx);
+    }
+
     /// Runs [`cases::threads_share_a_sink`] for `T`.
     pub fn threads_share_a_sink(&self, ctx: &Ctx) {
         cases::threads_share_a_sink::<T>(ctx, self.share);

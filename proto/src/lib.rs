@@ -17,7 +17,10 @@
 //! - [`env`](mod@env): the child's standard environment (fd 5, listen fds from 6,
 //!   `GENERATION` in octal);
 //! - [`master`]: the master's bookkeeping as a sans-IO state machine with
-//!   every Postfix rule.
+//!   every Postfix rule;
+//! - `tokio` and `mio`, behind the cargo features of those names: a source
+//!   awaited on tokio's reactor or registered with mio, and a child's wait
+//!   for its master's disconnect.
 //!
 //! # The contract every transport meets
 //!
@@ -37,7 +40,8 @@
 //!    [`StatusSink::notify`] returns [`NotifyError::Disconnected`] and its
 //!    [`StatusSink::disconnect_fd`] becomes readable without sending. Never a
 //!    hang, never death by `SIGPIPE`. *(`master_close_disconnects`,
-//!    `master_killed_disconnects`, `sigpipe_default_never_kills`)*
+//!    `master_killed_disconnects`, `sigpipe_default_never_kills`; waiting
+//!    on tokio and mio: `tokio_disconnect`, `mio_disconnect`)*
 //! 5. A child killed at any instruction never wedges the channel for the
 //!    others nor corrupts the master. *(`child_killed_mid_notify`)*
 //! 6. The master trusts nothing it receives: malformed, partial, forged or
@@ -47,10 +51,12 @@
 //!    updates sent before the master started waiting; and once
 //!    [`StatusSource::try_recv`] has returned `None`, or
 //!    [`StatusSource::drain`] has returned, anything pending then or sent
-//!    later makes a new readiness edge on that fd. So a master that drains
+//!    later makes a new readiness edge on that fd, no earlier than that
+//!    call began. So a master that drains
 //!    and then waits edge-triggered (tokio, mio, `EPOLLET`) never sleeps on
 //!    a pending update. A fairness bound may end a drain early; the fd then
-//!    fires again at once. *(`no_lost_wakeup`, `edge_triggered_wakeup`)*
+//!    fires again at once. *(`no_lost_wakeup`, `edge_triggered_wakeup`;
+//!    through the adapters: `tokio_master`, `mio_master`)*
 //! 8. fd hygiene: a child inherits exactly its standard fds; the master's
 //!    ends never leak. *(`fd_hygiene`)*
 //! 9. `EINTR` is retried inside the transport; errors carry their cause.
@@ -69,9 +75,13 @@ pub mod caps;
 pub mod env;
 pub mod lifeline;
 pub mod master;
+#[cfg(feature = "mio")]
+pub mod mio;
 pub mod sink;
 pub mod source;
 pub mod stream;
+#[cfg(feature = "tokio")]
+pub mod tokio;
 pub mod transport;
 pub mod wire;
 

@@ -52,9 +52,12 @@ pub trait StatusSink {
     /// [`NotifyError::Io`] for any other failure, with its errno.
     fn notify(&self, status: Status) -> Result<(), NotifyError>;
 
-    /// A descriptor that becomes readable (or reports hang-up) once the
-    /// master has gone, and not before. Poll it for `POLLIN`; do not read
-    /// from it or change its flags.
+    /// A descriptor that becomes readable (or reports hang-up, or an error:
+    /// a pipe's write end with no reader left reports only `POLLERR`) once
+    /// the master has gone, and not before. Poll it for `POLLIN` (poll and
+    /// epoll report hang-up and errors whatever was asked for; tokio needs
+    /// `Interest::ERROR` too, which `tokio::Disconnect` (feature `tokio`) asks for);
+    /// do not read from it or change its flags.
     fn disconnect_fd(&self) -> BorrowedFd<'_>;
 
     /// The pid this sink reports in each update.

@@ -15,8 +15,12 @@
 //! until the next readiness edge. Every source therefore promises (contract
 //! item 7): once `try_recv` has returned `None`, or
 //! [`drain`](StatusSource::drain) has returned, anything pending then or
-//! sent later makes a new edge on the descriptor. A source may end a drain
-//! early for fairness (so that children sending as fast as the master reads
+//! sent later makes a new edge on the descriptor, no earlier than that very
+//! call began. (A reactor may take edges on another thread while the master
+//! drains, as tokio's multi-thread runtime does, and it clears the
+//! readiness it had seen before the call once the call says nothing is
+//! pending; an edge from an earlier call may be gone with it.) A source may
+//! end a drain early for fairness (so that children sending as fast as the master reads
 //! cannot keep it there), with records still pending; it then makes the
 //! descriptor fire again at once (a level-triggered poll finds it readable,
 //! an edge-triggered one gets a new edge), so such a `None` never looks

@@ -94,16 +94,19 @@
 //!
 //! **Edge-triggered masters** (tokio, mio, `EPOLLET`; contract item 7): a
 //! readable doorbell makes no new edge, and children do not ring while the
-//! master is awake. So whenever a drain ends with the master awake (its
-//! first empty look) or with records maybe left (its bound), the master
-//! rings the doorbell itself, unless it already rang it in that drain
-//! without resetting it since (the ring that made it awake): the counter
-//! changes, which is a new edge, and the master's next wait returns at once
-//! to look again (and then, finding nothing, to go to sleep, after which
-//! children ring). A drain that ends asleep needs nothing: every later
-//! publish rings. This costs the master one eventfd write per drain that
-//! ends awake; the child's side is unchanged (no system call, no locked
-//! instruction while the master is awake).
+//! master is awake. So whenever a `try_recv` or `drain` call ends a drain
+//! with the master awake (its first empty look) or with records maybe left
+//! (`drain`'s bound), the master rings the doorbell itself, unless that
+//! same call already rang it without resetting it since (the ring that
+//! made it awake, in a `drain`): the counter changes, which is a new edge,
+//! and the master's next wait returns at once to look again (and then,
+//! finding nothing, to go to sleep, after which children ring). A ring in
+//! an earlier call does not count: a reactor on another thread (tokio's
+//! multi-thread runtime) may have taken that edge already, and clears the
+//! readiness it made once this call says `None`. A drain that ends asleep
+//! needs nothing: every later publish rings. This costs the master one
+//! eventfd write per drain that ends awake; the child's side is unchanged
+//! (no system call, no locked instruction while the master is awake).
 //!
 //! **Master gone**: a thread of the master (the death watch, one per
 //! process, which sleeps for ever) has a robust futex list

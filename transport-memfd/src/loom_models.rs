@@ -164,7 +164,7 @@ fn wait_edge(bell: &Mutex<EdgeBell>) -> bool {
 
 /// Edge-safety (contract item 7): an awake master whose look finds nothing
 /// ends its drain while children do not ring; it leaves an edge (rings the
-/// doorbell itself, unless this drain rang it already when it became
+/// doorbell itself, unless the same call rang it already when it became
 /// awake), waits edge-triggered, looks again, finds nothing, and goes to
 /// sleep (reset, "asleep", barrier, a last look). A child publishes one
 /// record at any point and rings only if it sees "asleep". In every
@@ -173,14 +173,15 @@ fn wait_edge(bell: &Mutex<EdgeBell>) -> bool {
 /// pending record.
 #[test]
 fn loom_awake_master_leaves_an_edge() {
-    for rang_in_this_drain in [false, true] {
+    for rang_in_this_call in [false, true] {
         loom::model(move || {
             let (words, mut consumer) = ring(2);
             // Awake: "asleep" is clear, children do not ring.
             let control = memory(CONTROL_WORDS);
             let bell = Arc::new(Mutex::new(EdgeBell::default()));
-            if rang_in_this_drain {
-                // The ring that made the master awake, after its last wait.
+            if rang_in_this_call {
+                // The ring that made the master awake, earlier in the same
+                // `drain` call, after the master's last wait.
                 ring_bell(&bell);
             }
             let (w, c, b) = (Arc::clone(&words), Arc::clone(&control), Arc::clone(&bell));
@@ -196,7 +197,7 @@ fn loom_awake_master_leaves_an_edge() {
             if !seen {
                 // Nothing, for the first time while awake: `None`, with an
                 // edge to come back on.
-                if !rang_in_this_drain {
+                if !rang_in_this_call {
                     ring_bell(&bell);
                 }
                 assert!(wait_edge(&bell), "the awake master waits with no edge to come back on");

@@ -112,12 +112,10 @@ pub struct MemfdSource {
     /// Awake, and the last `try_recv` found nothing: the next empty one
     /// puts the master to sleep.
     idle: bool,
-    /// The master rang the doorbell itself during this drain, and has not
-    /// reset it since: an edge its next wait will see.
+    /// The master rang the doorbell itself during this call (`try_recv` or
+    /// `drain`), and has not reset it since: an edge that came after the
+    /// call began, which a waiter keeps.
     rang: bool,
-    /// The last call ended a drain (`try_recv` said `None`, or `drain`
-    /// returned): the next call begins one, after the master's wait.
-    ended: bool,
     /// Items taken from rings of reaped children, delivered first.
     pending: VecDeque<Received>,
 }
@@ -145,7 +143,6 @@ impl MemfdSource {
             wake: Wake::Asleep,
             idle: false,
             rang: false,
-            ended: false,
             pending: VecDeque::new(),
         })
     }
@@ -301,22 +298,22 @@ impl MemfdSource {
         }
     }
 
-    /// A call that begins a drain (the first after one that ended a drain,
-    /// so after the master's wait, which took any edge there was): nothing
-    /// rung in this drain yet.
+    /// A call (`try_recv` or `drain`) begins: nothing rung in it yet.
+    /// An edge rung in an earlier call does not count, even if the master
+    /// has not waited since: a reactor on another thread (tokio's
+    /// multi-thread runtime) may have taken it already, and the master then
+    /// clears the readiness it saw when this call's `None` comes.
     fn begin(&mut self) {
-        if std::mem::take(&mut self.ended) {
-            self.rang = false;
-        }
+        self.rang = false;
     }
 
-    /// A drain ends while children may not ring (the master is awake) or
-    /// records may be left (the drain's bound): makes sure the master's
-    /// next wait, edge-triggered or not, returns at once. The doorbell is
-    /// readable while awake, which is enough for a level-triggered wait; an
-    /// edge-triggered one (tokio, mio, `EPOLLET`) needs a write since it
-    /// last waited, so the doorbell is rung unless this drain rang it
-    /// already (and did not reset it since).
+    /// A call ends a drain while children may not ring (the master is
+    /// awake) or records may be left (the drain's bound): makes sure the
+    /// master's next wait, edge-triggered or not, returns at once. The
+    /// doorbell is readable while awake, which is enough for a
+    /// level-triggered wait; an edge-triggered one (tokio, mio, `EPOLLET`)
+    /// needs a write after this call began, so the doorbell is rung unless
+    /// this very call rang it already (and did not reset it since).
     ///
     /// # Errors
     ///
@@ -326,7 +323,6 @@ impl MemfdSource {
             sys::ring_bell(self.doorbell.as_fd()).map_err(RecvError::Io)?;
             self.rang = true;
         }
-        self.ended = true;
         Ok(())
     }
 
@@ -372,9 +368,6 @@ impl MemfdSource {
             // valid eventfd's write cannot fail; were it to, the record in
             // hand is still returned, never dropped for an error.)
             self.rang = sys::ring_bell(self.doorbell.as_fd()).is_ok();
-        } else {
-            // Asleep with nothing pending: children ring from here on.
-            self.ended = true;
         }
         Ok(found)
     }

@@ -11,15 +11,16 @@
 //! outright, since a loaded machine may simply have kept the child from
 //! running:
 //!
-//! - an edge there right after the bound came late: the child was slow;
+//! first the master waits (at most [`JUDGE`]) until every edge the
+//! transport makes for what the child sent exists: the child said it sent
+//! the whole burst, or it sleeps in a system call (blocked on a full
+//! channel). Then:
+//!
+//! - an edge now came after the bound: the child was slow;
 //! - else nothing pending: the child has not sent yet (a burst that never
 //!   arrives whole fails the case after [`WAIT`], or at once if the child
 //!   has said it sent it all: records lost);
-//! - else a record is pending with no edge. The master waits (at most
-//!   [`JUDGE`]) until every edge the transport makes for what the child
-//!   sent exists: the child said it sent the whole burst, or it sleeps in a
-//!   system call (blocked on a full channel). An edge now means the record
-//!   raced the look; no edge means the wait stalled.
+//! - else a record is pending and no edge came: the wait stalled.
 //!
 //! A stall is a race between the master draining and the child sending at
 //! the same moment, so runs take turns ([`ONE_AT_A_TIME`]) and pin the
@@ -42,14 +43,20 @@ use crate::harness::{
 /// transport that stalls costs little time per stall.
 pub(crate) const BOUND: Duration = Duration::from_millis(50);
 
-/// How long a wait that ended with a record pending and no edge waits for
-/// the child to have sent what it will send (it said it sent its whole
-/// burst, or it is blocked), before it is judged anyway.
+/// How long a wait that ended by its bound waits for the child to have sent
+/// what it will send (it said it sent its whole burst, or it is blocked),
+/// before it is judged anyway.
 pub(crate) const JUDGE: Duration = Duration::from_secs(1);
 
 /// A run stops after this many stalls: enough to see which burst sizes
 /// stall, few enough that a broken transport fails in seconds.
 pub(crate) const MAX_STALLS: usize = 20;
+
+/// A run makes no new burst after this long: a run takes 1-3 s on an idle
+/// 2-core machine, but on one loaded by other work every wait the child
+/// is kept from answering costs up to [`JUDGE`], and the run does fewer
+/// bursts rather than take minutes. The report says so.
+const BUDGET: Duration = Duration::from_secs(15);
 
 /// How many quiet children sit beside the bursting one (each with a
 /// channel or ring of its own where the transport makes one per child).
@@ -110,7 +117,16 @@ pub(crate) struct Burst {
     size: usize,
     before: Duration,
     between: Duration,
+    /// The master waits until the child has sent the whole burst, then
+    /// waits for readiness without draining first.
+    lockstep: bool,
 }
+
+/// The largest lockstep burst: below what a socket's default buffer holds
+/// (278 records of 12 bytes on Linux with the default `wmem`), so that the
+/// child, whom the master does not read while it waits for it to finish,
+/// is not blocked on a full channel.
+const LOCKSTEP_MAX: usize = 200;
 
 /// The burst in progress: its number, whether the child said it sent it,
 /// and when it must have arrived.
@@ -135,9 +151,17 @@ impl Plan {
     /// The next burst: its size from one of four ranges up to 300 (one
     /// record or a few, about a fairness round of the transports that have
     /// one, a few rounds, a few hundred); before it a pause of none to
-    /// 1.5 ms; within it, a third of the time, 0.5 to 3 µs between records,
-    /// so that the burst lasts about as long as the master's wake-up and the
+    /// 1.5 ms; within it, half the time, 0.5 to 20 µs between records, so
+    /// that the burst lasts about as long as the master's wake-ups and the
     /// master drains while the child still sends.
+    ///
+    /// Half the bursts (at most [`LOCKSTEP_MAX`] records) are in lockstep:
+    /// the master waits until the child has sent the burst, then waits for
+    /// readiness. Those need no luck: the records are sent after the
+    /// master's last `None` and before its wait, the very case contract
+    /// item 7 is about, whichever CPU runs what when. The others race the
+    /// master's drain against the child's sending, which needs both to run
+    /// at the same time.
     fn next_burst(&mut self) -> Burst {
         let r = &mut self.0;
         let size = match r.below(4) {
@@ -158,7 +182,9 @@ impl Plan {
             2 => micros(1 + r.below(6)) / 2,
             _ => micros(3 + r.below(18)),
         };
-        Burst { size, before, between }
+        let lockstep = r.below(2) == 0;
+        let size = if lockstep { size.min(LOCKSTEP_MAX) } else { size };
+        Burst { size, before, between, lockstep }
     }
 }
 
@@ -220,6 +246,8 @@ pub(crate) fn burst_roles<T: Transport + Default>(ctx: &Ctx, role: &str) {
 pub(crate) struct Report {
     seed: u64,
     planned: usize,
+    /// Whether the run stopped at its time budget.
+    out_of_time: bool,
     /// Waits for readiness the master made.
     pub(crate) waits: u64,
     /// Waits that ended by their bound and were judged not stalled (the
@@ -258,7 +286,10 @@ impl Report {
             .join(", ");
         let listed = bursts
             .iter()
-            .map(|(k, b, n)| format!("#{k} ({} records {:?} apart): {n}", b.size, b.between))
+            .map(|(k, b, n)| {
+                let lockstep = if b.lockstep { ", lockstep" } else { "" };
+                format!("#{k} ({} records {:?} apart{lockstep}): {n}", b.size, b.between)
+            })
             .collect::<Vec<_>>()
             .join("; ");
         panic!(
@@ -280,8 +311,17 @@ impl Report {
     #[must_use]
     pub(crate) fn summary(&self) -> String {
         format!(
-            "{} bursts, {} records, {} waits ({} ended by their bound, none stalled), seed {:#x}",
-            self.bursts, self.records, self.waits, self.late, self.seed
+            "{} bursts{}, {} records, {} waits ({} ended by their bound, none stalled), seed {:#x}",
+            self.bursts,
+            if self.out_of_time {
+                format!(" of {} (time budget {BUDGET:?} spent)", self.planned)
+            } else {
+                String::new()
+            },
+            self.records,
+            self.waits,
+            self.late,
+            self.seed
         )
     }
 }
@@ -310,6 +350,8 @@ pub(crate) struct BurstRun {
     asked: usize,
     /// The burst in progress.
     burst: Option<Current>,
+    /// When the run makes no new burst ([`BUDGET`]).
+    budget: Instant,
     pub(crate) report: Report,
 }
 
@@ -348,7 +390,17 @@ impl BurstRun {
             rng: Rng::new(seed ^ 0x5eed_5eed),
             asked: 0,
             burst: None,
-            report: Report { seed, planned, waits: 0, late: 0, stalls: Vec::new(), bursts: 0, records: 0 },
+            budget: Instant::now() + BUDGET,
+            report: Report {
+                seed,
+                planned,
+                out_of_time: false,
+                waits: 0,
+                late: 0,
+                stalls: Vec::new(),
+                bursts: 0,
+                records: 0,
+            },
         }
     }
 
@@ -367,11 +419,26 @@ impl BurstRun {
         if self.burst.is_some() || self.report.bursts >= self.report.planned || self.report.stalls.len() >= MAX_STALLS {
             return false;
         }
+        if Instant::now() >= self.budget {
+            self.report.out_of_time = true;
+            return false;
+        }
         let burst = self.plan.next_burst();
         self.asked += burst.size;
         self.burst = Some(Current { k: self.report.bursts, burst, said: false, deadline: Instant::now() + WAIT });
         self.burster().poke();
+        if burst.lockstep {
+            // A child slower than this (or blocked on a buffer smaller than
+            // Linux's default) only makes the burst less of a lockstep.
+            self.sent(JUDGE);
+        }
         true
+    }
+
+    /// Whether the burst in progress is in lockstep: sent before the master
+    /// looks, so the master waits for readiness first.
+    pub(crate) fn lockstep(&self) -> bool {
+        self.burst.as_ref().is_some_and(|now| now.burst.lockstep)
     }
 
     /// Whether the burst in progress has arrived whole.
@@ -436,16 +503,16 @@ impl BurstRun {
         if !now.said {
             let line = format!("sent {};", now.k);
             let kid = self.kids.last_mut().expect("the bursting child");
-            now.said = poll_until(Instant::now() + within, || kid.has_said(&line));
+            now.said = kid.line_within(&line, within).is_some();
         }
         now.said
     }
 
     /// Waits at most [`JUDGE`] until every edge the transport makes for
     /// what the child sent so far exists: the child said it sent the whole
-    /// burst, or it sleeps in a system call in the middle of it (blocked on
-    /// a full channel, after the edges of everything it published).
-    fn settled(&mut self) {
+    /// burst, or it sleeps in a system call (blocked on a full channel,
+    /// after the edges of everything it published; or not started yet).
+    pub(crate) fn settled(&mut self) {
         let Some(now) = &mut self.burst else { return };
         if now.said {
             return;
@@ -466,45 +533,67 @@ impl BurstRun {
     ///
     /// # Panics
     ///
-    /// If the child said it sent the whole burst, nothing is pending, no
-    /// edge came and the burst is incomplete: records were lost.
+    /// If records were lost ([`check_lost`](Self::check_lost)).
     pub(crate) fn judge(
         &mut self,
         source: &mut impl StatusSource,
         mut edge_now: impl FnMut() -> bool,
         who: &str,
     ) -> Verdict {
-        if edge_now() {
-            self.report.late += 1;
-            return Verdict::WaitAgain;
-        }
-        // A fairness bound may end a drain with one `None` while records
-        // wait: look twice.
-        let pending = (0..2).find_map(|_| source.try_recv().unwrap_or_else(|e| panic!("try_recv: {e}")));
-        let Some(item) = pending else {
-            if self.sent(Duration::ZERO) && !edge_now() && !self.burst_done() {
-                let (k, size) = self.burst.as_ref().map_or((0, 0), |now| (now.k, now.burst.size));
-                panic!(
-                    "{who}: burst {k} of {size} records was sent whole, but {} of them arrived, nothing is pending \
-                     and no edge came: records lost ({}; seed {:#x})",
-                    size - (self.asked - self.tracker.position(self.pid)),
-                    self.tracker.incomplete(),
-                    self.report.seed,
-                );
-            }
-            self.report.late += 1;
-            return Verdict::WaitAgain;
-        };
-        self.take(item);
+        // Look for the edge only once every edge for what the child sent
+        // exists, and before taking anything: an edge for a record taken
+        // since may no longer be reported (epoll finds the descriptor
+        // unreadable again).
         self.settled();
         if edge_now() {
             self.report.late += 1;
             return Verdict::WaitAgain;
         }
+        match self.pending(source) {
+            Some(item) => {
+                self.take(item);
+                self.stalled();
+                Verdict::Stalled
+            }
+            None => {
+                self.check_lost(edge_now, who);
+                self.report.late += 1;
+                Verdict::WaitAgain
+            }
+        }
+    }
+
+    /// What is pending on `source`, without waiting: a fairness bound may
+    /// end a drain with one `None` while records wait, so it looks twice.
+    pub(crate) fn pending(&mut self, source: &mut impl StatusSource) -> Option<Received> {
+        (0..2).find_map(|_| source.try_recv().unwrap_or_else(|e| panic!("try_recv: {e}")))
+    }
+
+    /// Counts the wait just judged as stalled.
+    pub(crate) fn stalled(&mut self) {
         if let Some(now) = &self.burst {
             self.report.stalls.push((now.k, now.burst));
         }
-        Verdict::Stalled
+    }
+
+    /// Nothing is pending after a wait that ended by its bound: if the
+    /// child has said it sent the whole burst and no edge came
+    /// (`edge_now`), the burst is lost unless it arrived whole.
+    ///
+    /// # Panics
+    ///
+    /// If records were lost.
+    pub(crate) fn check_lost(&mut self, edge_now: impl FnOnce() -> bool, who: &str) {
+        if self.sent(Duration::ZERO) && !edge_now() && !self.burst_done() {
+            let (k, size) = self.burst.as_ref().map_or((0, 0), |now| (now.k, now.burst.size));
+            panic!(
+                "{who}: burst {k} of {size} records was sent whole, but {} of them arrived, nothing is pending and \
+                 no edge came: records lost ({}; seed {:#x})",
+                size - (self.asked - self.tracker.position(self.pid)),
+                self.tracker.incomplete(),
+                self.report.seed,
+            );
+        }
     }
 
     /// Closes the children's stdin, checks that each exits 0, and returns
@@ -538,7 +627,7 @@ impl BurstRun {
 /// The loop of a master that waits edge-triggered in a poll-style call:
 /// for every burst, drain, and while the burst is incomplete wait for an
 /// edge with `wait(bound)` (whether one came), judging each wait that ends
-/// by its bound. Returns the report.
+/// by its bound; a lockstep burst starts with the wait. Returns the report.
 pub(crate) fn edge_triggered_master(
     mut run: BurstRun,
     source: &mut impl StatusSource,
@@ -546,11 +635,15 @@ pub(crate) fn edge_triggered_master(
     who: &str,
 ) -> Report {
     while run.next_burst() {
+        let mut look = !run.lockstep();
         loop {
-            run.drain(source);
-            if run.burst_done() {
-                break;
+            if look {
+                run.drain(source);
+                if run.burst_done() {
+                    break;
+                }
             }
+            look = true;
             run.report.waits += 1;
             if !wait(BOUND)
                 && run.judge(source, || wait(Duration::ZERO), who) == Verdict::Stalled

@@ -8,8 +8,9 @@
 //! back-pressure, 5 orderly close, 6 master killed, 7 `SIGPIPE` at
 //! `SIG_DFL`, 8 children killed mid-notify, 9 hostile input, 10 no lost
 //! wake-up, 11 fd hygiene, 12 `EINTR` storm, 13 generations and reload, 14
-//! threads sharing a sink, 15 edge-triggered wake-ups; and the declared
-//! capabilities checked for honesty.
+//! threads sharing a sink, 15 edge-triggered wake-ups, 16-17 a tokio master
+//! and children waiting on tokio, 18-19 the same with mio (cargo features
+//! `tokio` and `mio`); and the declared capabilities checked for honesty.
 
 mod bursts;
 mod caps;
@@ -18,6 +19,8 @@ mod disconnect;
 mod faults;
 mod generation;
 mod hygiene;
+#[cfg(any(feature = "tokio", feature = "mio"))]
+mod reactors;
 mod wakeup;
 
 use std::marker::PhantomData;
@@ -34,6 +37,10 @@ pub use disconnect::{master_close_disconnects, master_killed_disconnects, sigpip
 pub use faults::{child_killed_mid_notify, hostile_input};
 pub use generation::generation_and_reload;
 pub use hygiene::fd_hygiene;
+#[cfg(feature = "mio")]
+pub use reactors::{mio_disconnect, mio_master};
+#[cfg(feature = "tokio")]
+pub use reactors::{tokio_disconnect, tokio_master};
 pub use wakeup::{edge_triggered_wakeup, eintr_in_blocked_write, eintr_storm, no_lost_wakeup};
 
 use crate::harness::fail;
