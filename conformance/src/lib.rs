@@ -76,6 +76,7 @@ pub mod hostile;
 pub mod postfix;
 mod suite;
 mod sys;
+pub mod talk;
 
 pub use hostile::Hostile;
 pub use suite::Suite;

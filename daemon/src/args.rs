@@ -209,9 +209,9 @@ impl DaemonArgs {
         I: IntoIterator,
         I::Item: Into<OsString>,
     {
-        let mut argv = argv.into_iter().map(|a| {
-            a.into().into_string().map_err(|a| ArgsError::NotUnicode(a.to_string_lossy().into_owned()))
-        });
+        let mut argv = argv
+            .into_iter()
+            .map(|a| a.into().into_string().map_err(|a| ArgsError::NotUnicode(a.to_string_lossy().into_owned())));
         let argv0 = argv.next().transpose()?.unwrap_or_default();
         let program = argv0.rsplit('/').next().filter(|p| !p.is_empty()).unwrap_or("daemon").to_owned();
         let mut parsed = DaemonArgs {
@@ -316,6 +316,15 @@ impl DaemonArgs {
         Ok(self)
     }
 
+    /// For a program that takes no arguments of its own: refuses any.
+    ///
+    /// # Errors
+    ///
+    /// [`ArgsError::Operand`] naming the first.
+    pub fn no_operands(&self) -> Result<(), ArgsError> {
+        self.args.first().map_or(Ok(()), |a| Err(ArgsError::Operand(a.clone())))
+    }
+
     /// The value of parameter `name` from the last `-o name=value`.
     #[must_use]
     pub fn param(&self, name: &str) -> Option<&str> {
@@ -331,8 +340,9 @@ impl DaemonArgs {
     pub fn time_param(&self, name: &str, default: Duration) -> Result<Duration, ArgsError> {
         match self.param(name) {
             None => Ok(default),
-            Some(value) => parse_time(value)
-                .ok_or_else(|| ArgsError::BadTime { name: name.to_owned(), value: value.to_owned() }),
+            Some(value) => {
+                parse_time(value).ok_or_else(|| ArgsError::BadTime { name: name.to_owned(), value: value.to_owned() })
+            }
         }
     }
 
@@ -452,6 +462,9 @@ pub enum ArgsError {
         /// Its value.
         value: String,
     },
+    /// A service argument given to a program that takes none.
+    #[error("unexpected argument {0:?}: this program takes no operands")]
+    Operand(String),
     /// An argument that is not Unicode (shown lossily).
     #[error("argument {0:?} is not Unicode")]
     NotUnicode(String),
@@ -532,7 +545,8 @@ mod tests {
 
     #[test]
     fn times_take_postfix_units() {
-        for (text, secs) in [("0", 0), ("7", 7), ("7s", 7), ("2m", 120), ("3h", 10_800), ("1d", 86_400), ("2w", 1_209_600)]
+        for (text, secs) in
+            [("0", 0), ("7", 7), ("7s", 7), ("2m", 120), ("3h", 10_800), ("1d", 86_400), ("2w", 1_209_600)]
         {
             assert_eq!(parse_time(text), Some(Duration::from_secs(secs)), "{text}");
         }
@@ -552,9 +566,15 @@ mod tests {
             (&["-t", "unix", "-s", "two"], ArgsError::BadSocketCount("two".into())),
             (&["-n", "echo"], ArgsError::NoServiceType),
             (&["-t", "fifo"], ArgsError::UnsupportedServiceType("fifo".into())),
-            (&["-t", "unix", "-o", "max_idle=soon"], ArgsError::BadTime { name: "max_idle".into(), value: "soon".into() }),
+            (
+                &["-t", "unix", "-o", "max_idle=soon"],
+                ArgsError::BadTime { name: "max_idle".into(), value: "soon".into() },
+            ),
             (&["-t", "unix", "-i", "-1"], ArgsError::BadTime { name: "max_idle".into(), value: "-1".into() }),
-            (&["-t", "unix", "-o", "max_use=many"], ArgsError::BadCount { name: "max_use".into(), value: "many".into() }),
+            (
+                &["-t", "unix", "-o", "max_use=many"],
+                ArgsError::BadCount { name: "max_use".into(), value: "many".into() },
+            ),
         ];
         for (args, want) in cases {
             assert_eq!(parse(args), Err(want), "{args:?}");
@@ -599,8 +619,7 @@ mod tests {
 
     #[test]
     fn a_missing_argv0_still_names_the_program() {
-        let a = DaemonArgs::parse(Vec::<OsString>::new().into_iter().chain(["".into(), "-S".into()]))
-            .expect("parse");
+        let a = DaemonArgs::parse(Vec::<OsString>::new().into_iter().chain(["".into(), "-S".into()])).expect("parse");
         assert_eq!(a.program, "daemon");
         let none = DaemonArgs::parse(Vec::<OsString>::new());
         assert_eq!(none, Err(ArgsError::NoServiceType));

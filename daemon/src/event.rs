@@ -169,14 +169,17 @@ pub fn stderr_logger(program: &str, verbose: u32) -> impl FnMut(&Event<'_>) + 's
     }
 }
 
+/// An application's event hook.
+pub(crate) type Hook = Box<dyn FnMut(&Event<'_>)>;
+
 /// Where a skeleton sends its events: the application's hook, and
 /// `tracing` when that feature is on.
 pub(crate) struct Reporter {
-    hook: Option<Box<dyn FnMut(&Event<'_>)>>,
+    hook: Option<Hook>,
 }
 
 impl Reporter {
-    pub(crate) fn new(hook: Option<Box<dyn FnMut(&Event<'_>)>>) -> Reporter {
+    pub(crate) fn new(hook: Option<Hook>) -> Reporter {
         Reporter { hook }
     }
 

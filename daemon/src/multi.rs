@@ -132,9 +132,11 @@ impl Daemon {
                     Some(Err(e)) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
                     Some(Err(e)) => closed.push((i, Some(e))),
                     Some(Ok(())) => {
-                        let Some(result) = self.request(&sink, || handler(client))? else {
+                        self.taken(&sink);
+                        let result = handler(client);
+                        if !self.avail(&sink)? {
                             return self.exit(ExitReason::MasterDisconnect);
-                        };
+                        }
                         match result {
                             Ok(Session::Keep) => {}
                             Ok(Session::Close) => closed.push((i, None)),

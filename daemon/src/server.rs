@@ -46,6 +46,10 @@ pub const ACCEPT_ERROR_LIMIT: u32 = 13;
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServerError {
+    /// The command line is bad after all, as the application judges it
+    /// (say, [`DaemonArgs::no_operands`]): a usage error, exit status 2.
+    #[error("{0}")]
+    Args(#[from] ArgsError),
     /// The standard environment is incomplete or names a transport not
     /// built here.
     #[error("{0}")]
@@ -137,7 +141,8 @@ impl Daemon {
     /// (printing the error and a usage line, and returning exit status 2,
     /// if they are bad), logs events to standard error
     /// ([`log_to_stderr`](Daemon::log_to_stderr)), runs `serve`, and
-    /// returns 0 for a normal exit or 1, after logging `fatal: ...`, for a
+    /// returns 0 for a normal exit, 2 after a usage message for
+    /// [`ServerError::Args`], or 1 after logging `fatal: ...` for any other
     /// [`ServerError`]. This is the only part of the crate that prints by
     /// itself.
     ///
@@ -157,19 +162,22 @@ impl Daemon {
     /// }
     /// ```
     pub fn main(serve: impl FnOnce(Daemon) -> Result<ExitReason, ServerError>) -> ExitCode {
+        let usage_error = |program: &str, why: &ArgsError| {
+            log(program, format_args!("{why}"));
+            log(program, format_args!("{}", usage(program)));
+            ExitCode::from(2)
+        };
         let daemon = match Daemon::from_process() {
             Ok(daemon) => daemon.log_to_stderr(),
             Err(why) => {
                 let program = std::env::args().next().unwrap_or_default();
-                let program = program.rsplit('/').next().unwrap_or("daemon").to_owned();
-                log(&program, format_args!("{why}"));
-                log(&program, format_args!("{}", usage(&program)));
-                return ExitCode::from(2);
+                return usage_error(program.rsplit('/').next().unwrap_or("daemon"), &why);
             }
         };
         let program = daemon.args.program.clone();
         match serve(daemon) {
             Ok(_) => ExitCode::SUCCESS,
+            Err(ServerError::Args(why)) => usage_error(&program, &why),
             Err(why) => {
                 log(&program, format_args!("fatal: {why}"));
                 ExitCode::FAILURE
@@ -209,23 +217,22 @@ impl Daemon {
         Ok((sink, listeners))
     }
 
-    /// Serves one request of `client` between `TAKEN` and `AVAIL`, as
-    /// Postfix's `single_server_wakeup` and `multi_server_execute` do: a
-    /// failed `TAKEN` is reported and ignored (dropping a client already in
-    /// hand "would be rude"); a failed `AVAIL` ends the process. Returns
-    /// the handler's result, or `None` when the master has gone.
-    pub(crate) fn request<T>(
-        &mut self,
-        sink: &AnySink,
-        serve: impl FnOnce() -> T,
-    ) -> Result<Option<T>, ServerError> {
+    /// Tells the master `TAKEN` before serving a request, as Postfix's
+    /// `single_server_wakeup` and `multi_server_execute` do: a failure is
+    /// reported and ignored, since dropping a client already in hand
+    /// "would be rude"; the `AVAIL` after it decides.
+    pub(crate) fn taken(&mut self, sink: &AnySink) {
         if let Err(error) = sink.notify(Status::TAKEN) {
             self.report(&Event::NotifyFailed { status: Status::TAKEN, error });
         }
-        let result = serve();
+    }
+
+    /// Tells the master `AVAIL` after a request; `false` when the master
+    /// has gone, which ends the process.
+    pub(crate) fn avail(&mut self, sink: &AnySink) -> Result<bool, ServerError> {
         match sink.notify(Status::AVAIL) {
-            Ok(()) => Ok(Some(result)),
-            Err(NotifyError::Disconnected) => Ok(None),
+            Ok(()) => Ok(true),
+            Err(NotifyError::Disconnected) => Ok(false),
             Err(e) => Err(ServerError::Notify(e)),
         }
     }

@@ -87,16 +87,18 @@ impl Daemon {
                 };
                 served += 1;
                 self.report(&Event::Connected { client: client.number(), peer: client.peer() });
-                let outcome = self.request(&sink, || {
-                    let result = handler(&mut client);
-                    // The client sees EOF before the master sees AVAIL.
-                    client.shutdown();
-                    result
-                })?;
-                let Some(result) = outcome else {
+                self.taken(&sink);
+                let result = handler(&mut client);
+                // The client sees EOF before the master sees AVAIL.
+                client.shutdown();
+                self.report(&Event::Closed {
+                    client: client.number(),
+                    peer: client.peer(),
+                    error: result.as_ref().err(),
+                });
+                if !self.avail(&sink)? {
                     return self.exit(ExitReason::MasterDisconnect);
-                };
-                self.report(&Event::Closed { client: client.number(), peer: client.peer(), error: result.as_ref().err() });
+                }
                 idle_until = deadline(limits.max_idle);
                 // Back to the top: the use limit may have been reached.
                 break;
