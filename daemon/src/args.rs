@@ -149,7 +149,9 @@ pub struct DaemonArgs {
     pub program: String,
     /// `-n`: the service name from master.cf; the program's name if absent.
     pub service_name: String,
-    /// `-t`: the service type; `None` only with `-S`.
+    /// `-t`: the service type; `None` only with `-S`, or when a program
+    /// that is not started by master(8) clears it: the skeletons then take
+    /// each listening socket as TCP or UNIX-domain, whichever it is.
     pub service_type: Option<ServiceType>,
     /// `-s`: the number of listening sockets from fd 6, if given (the
     /// skeletons then take `MASTER_LISTEN_FDS`, or 1).

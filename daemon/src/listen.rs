@@ -45,6 +45,9 @@ pub enum ListenProblem {
         /// The service type from `-t`.
         expected: ServiceType,
     },
+    /// It is neither a TCP nor a UNIX-domain socket.
+    #[error("it is neither a TCP nor a UNIX-domain socket")]
+    OtherFamily,
     /// Looking at it failed.
     #[error("{0}")]
     Io(#[source] Errno),
@@ -59,8 +62,9 @@ pub(crate) enum Listener {
 
 impl Listener {
     /// Checks that `fd` is a listening stream socket of `service_type`'s
-    /// family, and makes it non-blocking.
-    pub(crate) fn new(fd: OwnedFd, service_type: ServiceType) -> Result<Listener, ListenProblem> {
+    /// family (TCP or UNIX-domain, whichever it is, for `None`), and makes
+    /// it non-blocking.
+    pub(crate) fn new(fd: OwnedFd, service_type: Option<ServiceType>) -> Result<Listener, ListenProblem> {
         if getsockopt(&fd, sockopt::SockType).map_err(ListenProblem::Io)? != SockType::Stream {
             return Err(ListenProblem::NotStream);
         }
@@ -69,15 +73,16 @@ impl Listener {
         }
         let family = getsockname::<SockaddrStorage>(fd.as_raw_fd()).map_err(ListenProblem::Io)?.family();
         let listener = match (service_type, family) {
-            (ServiceType::Inet, Some(AddressFamily::Inet | AddressFamily::Inet6)) => {
+            (Some(ServiceType::Inet) | None, Some(AddressFamily::Inet | AddressFamily::Inet6)) => {
                 let l = TcpListener::from(fd);
                 l.set_nonblocking(true).map(|()| Listener::Tcp(l))
             }
-            (ServiceType::Unix, Some(AddressFamily::Unix)) => {
+            (Some(ServiceType::Unix) | None, Some(AddressFamily::Unix)) => {
                 let l = UnixListener::from(fd);
                 l.set_nonblocking(true).map(|()| Listener::Unix(l))
             }
-            _ => return Err(ListenProblem::WrongFamily { expected: service_type }),
+            (Some(expected), _) => return Err(ListenProblem::WrongFamily { expected }),
+            (None, _) => return Err(ListenProblem::OtherFamily),
         };
         listener.map_err(|e| ListenProblem::Io(errno_of(&e)))
     }
@@ -147,20 +152,20 @@ mod tests {
     #[test]
     fn sockets_of_the_wrong_kind_are_refused() {
         let tcp = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let got = Listener::new(tcp.into(), ServiceType::Unix).map(|_| ());
+        let got = Listener::new(tcp.into(), Some(ServiceType::Unix)).map(|_| ());
         assert_eq!(got, Err(ListenProblem::WrongFamily { expected: ServiceType::Unix }));
         let (a, _b) = std::os::unix::net::UnixStream::pair().expect("socketpair");
-        assert_eq!(Listener::new(a.into(), ServiceType::Unix).map(|_| ()), Err(ListenProblem::NotListening));
+        assert_eq!(Listener::new(a.into(), None).map(|_| ()), Err(ListenProblem::NotListening));
         let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
-        assert_eq!(Listener::new(udp.into(), ServiceType::Inet).map(|_| ()), Err(ListenProblem::NotStream));
+        assert_eq!(Listener::new(udp.into(), Some(ServiceType::Inet)).map(|_| ()), Err(ListenProblem::NotStream));
         let file = std::fs::File::open("/dev/null").expect("open");
-        assert_eq!(Listener::new(file.into(), ServiceType::Inet).map(|_| ()), Err(ListenProblem::Io(Errno::ENOTSOCK)));
+        assert_eq!(Listener::new(file.into(), None).map(|_| ()), Err(ListenProblem::Io(Errno::ENOTSOCK)));
     }
 
     #[test]
     fn an_empty_shared_socket_is_a_lost_race() {
         let tcp = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let l = Listener::new(tcp.into(), ServiceType::Inet).expect("a listening TCP socket");
+        let l = Listener::new(tcp.into(), None).expect("a listening TCP socket");
         let e = l.accept(1, Duration::ZERO).expect_err("nothing to accept");
         assert_eq!(e, Errno::EAGAIN);
         assert!(is_lost_race(e));

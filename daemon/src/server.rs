@@ -204,8 +204,9 @@ impl Daemon {
             None => ChildEnv::from_process()?,
         };
         let sink = master_proto_transports::sink_from_env(&mut env)?;
-        // Without -S, parsing made sure there is a type.
-        let service_type = self.args.service_type.unwrap_or(crate::ServiceType::Unix);
+        // Parsing makes sure there is a type; a program that builds its
+        // arguments itself may clear it to take each socket as it is.
+        let service_type = self.args.service_type;
         let listeners = env
             .take_listen()
             .into_iter()

@@ -29,6 +29,7 @@ use std::io::{self, Write};
 use std::time::Duration;
 
 use master_proto::StatusSink;
+use master_proto_transports::AnySink;
 
 use crate::client::{Client, Conn};
 use crate::event::{Event, ExitReason};
@@ -48,13 +49,29 @@ impl Daemon {
     /// an `AVAIL` that failed for another reason than the master's
     /// leaving, a stand-alone client whose handler failed.
     pub fn single_server(
-        mut self,
+        self,
         mut handler: impl FnMut(&mut Client) -> io::Result<()>,
+    ) -> Result<ExitReason, ServerError> {
+        self.single_server_with_sink(|client, _| handler(client))
+    }
+
+    /// As [`single_server`](Daemon::single_server), with the status sink
+    /// passed to the handler too, for a service that tells the master more
+    /// than the skeleton does (a load test sending undefined status values
+    /// to see the master ignore them, say). The sink is the stand-alone
+    /// one, [`None`], with `-S`.
+    ///
+    /// # Errors
+    ///
+    /// As [`single_server`](Daemon::single_server).
+    pub fn single_server_with_sink(
+        mut self,
+        mut handler: impl FnMut(&mut Client, Option<&AnySink>) -> io::Result<()>,
     ) -> Result<ExitReason, ServerError> {
         if self.args.stand_alone {
             let mut client = Client::new(Conn::Stdio(io::stdin(), io::stdout()), 1, Duration::ZERO)
                 .map_err(|e| ServerError::StandAlone(e.kind()))?;
-            handler(&mut client).and_then(|()| client.flush()).map_err(|e| ServerError::StandAlone(e.kind()))?;
+            handler(&mut client, None).and_then(|()| client.flush()).map_err(|e| ServerError::StandAlone(e.kind()))?;
             return self.exit(ExitReason::StandAloneDone);
         }
         let (sink, listeners) = self.setup()?;
@@ -88,7 +105,7 @@ impl Daemon {
                 served += 1;
                 self.report(&Event::Connected { client: client.number(), peer: client.peer() });
                 self.taken(&sink);
-                let result = handler(&mut client);
+                let result = handler(&mut client, Some(&sink));
                 // The client sees EOF before the master sees AVAIL.
                 client.shutdown();
                 self.report(&Event::Closed {
