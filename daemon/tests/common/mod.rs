@@ -12,7 +12,7 @@
 
 // Each test binary compiles its own copy of this module and uses only some
 // of it; the rest would otherwise warn in every binary that does not.
-#![allow(dead_code, unused_imports, reason = "each test binary uses only some of the shared helpers")]
+#![allow(dead_code, unused_imports, unused_macros, reason = "each test binary uses only some of the shared helpers")]
 
 pub(crate) use master_proto_conformance::harness::{
     TempDir, WAIT, fresh_temp_path, kill_and_reap, pid_of, poll_timeout, poll_until, try_wait_until, wait_readable,
@@ -21,6 +21,8 @@ pub(crate) use master_proto_conformance::postfix;
 pub(crate) use master_proto_conformance::talk::{
     Collector, Conversation, Stream, example_binary, tcp_client, try_unix_client, unix_client,
 };
+
+pub(crate) mod real;
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
