@@ -2,26 +2,23 @@
 //!
 //! # Synopsis
 //!
-//! `postfix_echo` \[Postfix daemon options: `-cdDlSuvVz -i -m -n -o -s -t`\]
+//! `postfix_echo` \[`-cdDlSuvVz`\] \[`-i -m -n -o -s -t` *value*\]
 //!
 //! # Description
 //!
-//! A Postfix `single_server(3)` daemon, written with
-//! [`master_proto_daemon::Daemon::single_server`]: it echoes every line a
-//! client sends until the client closes its end, one client at a time, and
-//! tells the master `TAKEN` before each client and `AVAIL` after, on
-//! whichever transport the master chose (Postfix's duplex pipe under a real
-//! master(8)). The crate does the rest as Postfix does: the options
-//! ([`master_proto_daemon::args`]), the shared non-blocking listening
-//! sockets, `max_use`, `max_idle`, `ipc_timeout`, and exit (status 0) when
-//! the master goes. `-S` serves stdin/stdout once, without a master. A
-//! line longer than `line_length_limit` (default 2048) comes back in pieces.
+//! A Postfix `single_server(3)` daemon on
+//! [`master_proto_daemon::Daemon::single_server`]: it echoes each line of a
+//! client until the client closes its end, one client at a time, `TAKEN`
+//! before each client and `AVAIL` after, on whichever transport the master
+//! chose. The crate does the rest as Postfix does: the options
+//! ([`master_proto_daemon::args`]), shared listening sockets, `max_use`,
+//! `max_idle`, `ipc_timeout`, exit when the master goes; `-S` serves
+//! stdin/stdout. Lines over `line_length_limit` (2048) come back in pieces.
 //!
 //! # Adding it to master.cf
 //!
-//! `cargo build --release --example postfix_echo`, copy
-//! `target/release/examples/postfix_echo` into Postfix's `daemon_directory`,
-//! then `postfix reload` with (`unpriv` is `n`: see *Bugs*):
+//! Copy `target/release/examples/postfix_echo` into Postfix's
+//! `daemon_directory`, then `postfix reload` with (`unpriv`: see *Bugs*):
 //!
 //! ```text
 //! echo      unix  -       n       n       -       -       postfix_echo
@@ -30,9 +27,8 @@
 //!
 //! # Diagnostics
 //!
-//! `postfix_echo[pid]: ...` on stderr; with `-v` a line per client and why
-//! it exits. Exit status 0 (master gone, `max_use`, `max_idle`, `-S` done),
-//! 1 after `fatal: ...`, 2 after a usage message.
+//! `postfix_echo[pid]: ...` on stderr, with `-v` a line per client. Exit
+//! status 0 (normal exit), 1 after `fatal: ...`, 2 after a usage message.
 //!
 //! # Bugs
 //!
@@ -45,16 +41,13 @@
 use std::io::{self, BufRead, Read, Write};
 use std::process::ExitCode;
 
-use master_proto_daemon::{ArgsError, Client, Daemon, log};
+use master_proto_daemon::{Client, Daemon, log};
 
 fn main() -> ExitCode {
     Daemon::main(|daemon| {
         let args = daemon.args().clone();
         args.no_operands()?;
-        let limit = match args.count_param("line_length_limit", 2048)? {
-            0 => return Err(ArgsError::BadCount { name: "line_length_limit".into(), value: "0".into() }.into()),
-            n => n,
-        };
+        let limit = args.count_param("line_length_limit", 2048)?.max(1);
         daemon.single_server(|client| {
             let (lines, bytes, result) = echo(client, limit);
             if args.verbose > 0 {

@@ -302,7 +302,7 @@ fn usage_errors_exit_2_with_a_usage_message() {
         (&["-t", "unix", "-o", "max_use=many"], "invalid max_use value \"many\""),
         (&["-t", "unix", "-s", "0"], "invalid socket_count"),
         (&["-t", "unix", "stray-operand"], "takes no operands"),
-        (&["-t", "unix", "-o", "line_length_limit=0"], "invalid line_length_limit"),
+        (&["-t", "unix", "-o", "line_length_limit=x"], "invalid line_length_limit"),
     ];
     for (args, says) in cases {
         let mut child = Running::bare("postfix_echo", args, false);
