@@ -12,7 +12,7 @@
 //!   clients, after `max_idle` without one, or as soon as the master goes;
 //! - [`Daemon::multi_server`] (module [`multi`]): many clients per process,
 //!   the handler called for each request, `TAKEN`/`AVAIL` around it;
-//! - with the `tokio` feature, [`aio`]: both again with `async fn`
+//! - with the `tokio` feature, module `aio`: both again with `async fn`
 //!   handlers on tokio's reactor.
 //!
 //! The status sink comes from the transports facade

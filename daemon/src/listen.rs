@@ -10,8 +10,8 @@
 //! # Errors
 //!
 //! [`ListenProblem`] for a descriptor that is not a listening stream
-//! socket of the service type's family; [`accept`](Listener::accept)
-//! returns the errno, which [`is_lost_race`] classifies.
+//! socket of the service type's family; a failed `accept` is an errno,
+//! which [`is_lost_race`] classifies.
 //!
 //! # See also
 //!

@@ -87,7 +87,7 @@ pub enum ServerError {
 /// A Postfix-style server process: its arguments and where its events go.
 /// [`single_server`](Daemon::single_server) and
 /// [`multi_server`](Daemon::multi_server) (and, with the `tokio` feature,
-/// their async twins in [`aio`](crate::aio)) run it.
+/// their async twins in module `aio`, feature `tokio`) run it.
 pub struct Daemon {
     pub(crate) args: DaemonArgs,
     pub(crate) reporter: Reporter,
