@@ -129,20 +129,25 @@ fn a_client_counts_toward_max_use_when_it_disconnects(transport: AnyTransport) {
     let path = SocketPath::new();
     let mut service = Service::new(transport, 1);
     let mut child = spawn(&mut service, &path, &["-v", "-o", "max_use=2", "-o", "max_idle=3600"]);
+    let soon = || Instant::now() + Duration::from_millis(300);
     // Three requests from one client are one use, not three.
     let mut a = PolicyClient::connect(&path);
     for _ in 0..3 {
         assert_eq!(a.ask("x@example.org"), "DUNNO");
     }
-    // Another client comes and goes: the second use, yet `a` is still
-    // connected, so the process goes on.
-    let mut b = PolicyClient::connect(&path);
-    assert_eq!(b.ask("y@example.org"), "DUNNO");
-    b.close();
-    assert_eq!(a.ask("x@example.org"), "DUNNO", "still served after max_use clients came");
-    service.expect_updates(2 * 5, "five requests");
-    assert!(!child.exits_before(Instant::now() + Duration::from_millis(300)), "exited with a client connected");
     a.close();
+    assert!(!child.exits_before(soon()), "exited after one client (max_use=2): requests were counted as uses");
+    // The second use, while a third client is still connected: the process
+    // goes on until that one leaves too.
+    let mut b = PolicyClient::connect(&path);
+    let mut c = PolicyClient::connect(&path);
+    assert_eq!(b.ask("y@example.org"), "DUNNO");
+    assert_eq!(c.ask("z@example.org"), "DUNNO");
+    b.close();
+    assert!(!child.exits_before(soon()), "exited with a client connected");
+    assert_eq!(c.ask("z@example.org"), "DUNNO", "still served after max_use clients came");
+    service.expect_updates(2 * 6, "six requests");
+    c.close();
     child.expect_clean_exit("max_use clients have disconnected");
     assert!(child.stderr_text().contains("use limit reached -- exiting"), "{}", child.stderr_text());
 }
