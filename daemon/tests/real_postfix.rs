@@ -39,10 +39,10 @@
 //! epoll set holds the socket (`/proc/<pid>/fdinfo`). The children log
 //! with `-v` to the master's stderr, which the test collects: one line per
 //! client, with its pid and the number of lines it echoed (client k sends
-//! k lines, which tells the clients apart). The example writes a line in
-//! several write(2) calls, so the lines of two children that log at once
-//! may interleave in that shared pipe: the test lets one child log at a
-//! time, except when both exit on the reload, where it counts instead.
+//! k lines, which tells the clients apart). Each log line is one write(2),
+//! yet the test still lets one child log at a time (the order of the lines
+//! of two children is not defined), except when both exit on the reload,
+//! where it counts instead.
 //!
 //! Every wait is bounded by [`WAIT`] and says what it awaited; the master
 //! and everything it started are killed, and the directory removed, however
