@@ -86,6 +86,7 @@ pub mod hostile;
 pub mod postfix;
 mod suite;
 mod sys;
+pub mod talk;
 
 pub use hostile::Hostile;
 pub use suite::Suite;

@@ -5,7 +5,7 @@
 //! to the limit, TAKEN and AVAIL in turn for each child, a reload retiring
 //! the old children and spawning new generations, every child reaped, and a
 //! summary whose numbers agree with the lines. `--service` runs
-//! transport-pipe's `postfix_echo` example unchanged. Every wait is bounded
+//! master-proto-daemon's `postfix_echo` example unchanged. Every wait is bounded
 //! and says what it waited for.
 
 mod common;
@@ -97,12 +97,12 @@ fn every_transport_runs_the_demo() {
     }
 }
 
-/// The `postfix_echo` example of transport-pipe, built now if it is
+/// The `postfix_echo` example of master-proto-daemon, built now if it is
 /// missing or older than its source.
 fn postfix_echo() -> PathBuf {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
     let mut build = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-        .args(["build", "--quiet", "-p", "master-proto-pipe", "--example", "postfix_echo"])
+        .args(["build", "--quiet", "-p", "master-proto-daemon", "--example", "postfix_echo"])
         .current_dir(workspace)
         .spawn()
         .expect("running cargo build");
@@ -118,7 +118,7 @@ fn postfix_echo() -> PathBuf {
         }
         let _ = nix::poll::poll(&mut [], nix::poll::PollTimeout::from(50u8));
     };
-    assert!(status.success(), "cargo build -p master-proto-pipe --example postfix_echo: {status}");
+    assert!(status.success(), "cargo build -p master-proto-daemon --example postfix_echo: {status}");
     // target/<profile>/xtask -> target/<profile>/examples/postfix_echo
     let bin = Path::new(env!("CARGO_BIN_EXE_xtask")).with_file_name("examples").join("postfix_echo");
     assert!(bin.is_file(), "{} is missing after the build", bin.display());
