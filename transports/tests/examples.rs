@@ -1,7 +1,8 @@
-//! The `choose` example, run for every transport built here: the master
-//! picks the transport by name, the child (the example itself) builds its
-//! sink from the environment alone, and TAKEN and AVAIL arrive with the
-//! child's pid and the sender the transport vouches for.
+//! The `choose` and `tokio_master` examples, run for every transport built
+//! here: the master picks the transport by name, the children (the example
+//! itself) build their sink from the environment alone, and TAKEN and
+//! AVAIL arrive with each child's pid (and, for `choose`, the sender the
+//! transport vouches for).
 //!
 //! Cargo builds examples for `cargo test` (unless a single test target is
 //! named), next to this test's own binary: `target/<profile>/examples/`.
@@ -12,12 +13,16 @@ use std::process::{Command, Output};
 use master_proto_conformance::cases::expected_sender;
 use master_proto_transports::{AnyTransport, NAMES};
 
-fn choose(args: &[&str]) -> Output {
+fn example(name: &str, args: &[&str]) -> Output {
     let exe = std::env::current_exe().expect("current_exe");
-    // target/<profile>/deps/<this test> -> target/<profile>/examples/choose
-    let bin: PathBuf = exe.parent().and_then(|d| d.parent()).expect("test binary location").join("examples/choose");
+    // target/<profile>/deps/<this test> -> target/<profile>/examples/<name>
+    let bin: PathBuf = exe.parent().and_then(|d| d.parent()).expect("test binary location").join("examples").join(name);
     assert!(bin.is_file(), "{} is missing: run `cargo test -p master-proto-transports`", bin.display());
     Command::new(&bin).args(args).output().unwrap_or_else(|e| panic!("running {}: {e}", bin.display()))
+}
+
+fn choose(args: &[&str]) -> Output {
+    example("choose", args)
 }
 
 /// Runs the example with `args` and checks its report for `transport`.
@@ -61,5 +66,23 @@ fn an_unknown_name_is_refused_with_the_known_ones() {
     assert!(stderr.contains("unknown transport \"carrier-pigeon\""), "{stderr}");
     for name in NAMES {
         assert!(stderr.contains(name), "{stderr} does not name {name}");
+    }
+}
+
+#[test]
+fn a_tokio_master_hears_every_child_over_every_transport() {
+    for transport in AnyTransport::all() {
+        let out = example("tokio_master", &[transport.name(), "4"]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "tokio_master {transport} failed ({}):\n{stdout}{stderr}", out.status);
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert_eq!(lines.first().copied(), Some(format!("transport {transport}").as_str()), "{stdout}");
+        let children: Vec<&&str> = lines.iter().filter(|l| l.starts_with("pid ")).collect();
+        assert_eq!(children.len(), 4, "one line per child:\n{stdout}");
+        for line in children {
+            assert!(line.ends_with(": 100 TAKEN, 100 AVAIL, exit status: 0"), "{transport}: {line}");
+        }
+        assert_eq!(lines.last().copied(), Some("4 children, 800 updates, 0 left in the table"), "{stdout}");
     }
 }
