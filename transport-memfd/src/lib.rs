@@ -156,6 +156,9 @@ cfg_if::cfg_if! {
         mod transport;
         #[cfg(test)]
         mod hostile_tests;
+        #[cfg(feature = "fuzzing")]
+        #[doc(hidden)]
+        pub mod fuzz;
 
         pub use sink::MemfdSink;
         pub use source::{MemfdSource, RING_SLOTS};
