@@ -147,6 +147,10 @@ enum Op {
     },
     /// The caller's clock goes back (out of order).
     Back(u16),
+    /// The clock goes to the end of the current (or last) throttle, give
+    /// or take a few milliseconds: the boundary, which random ticks rarely
+    /// hit.
+    ThrottleEnd(i8),
 }
 
 /// One child as the model has it.
@@ -470,6 +474,13 @@ impl Run {
                 self.now = self.now.saturating_add(u64::from(millis) << (shift % 24)).min(1 << 42);
             }
             Op::Back(millis) => self.now = self.now.saturating_sub(u64::from(millis)),
+            Op::ThrottleEnd(off) => {
+                let delay = u64::try_from(self.model.delay.as_millis()).unwrap_or(u64::MAX);
+                if let Some(since) = self.model.throttle_since {
+                    let end = since.saturating_add(delay).saturating_add_signed(i64::from(off % 4)).min(1 << 42);
+                    self.now = end;
+                }
+            }
         }
         self.check();
     }
