@@ -141,6 +141,10 @@
 //! RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 CARGO_TARGET_DIR=target/loom \
 //!     cargo test -p master-proto-memfd --release --lib --locked loom
 //! ```
+//!
+//! The consumer is also fuzzed over arbitrary ring memory and hostile
+//! stores (the `memfd_ring` target in the workspace's `fuzz/`), through a
+//! hidden module that the feature `fuzzing` builds; it is not an API.
 
 cfg_if::cfg_if! {
     if #[cfg(all(target_os = "linux", loom))] {
