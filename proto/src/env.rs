@@ -10,7 +10,8 @@
 //!
 //! This module installs that layout into a [`std::process::Command`] on the
 //! master's side ([`ChildFds::install`]) and reads it back in the child after
-//! `exec` ([`ChildEnv::from_process`]). Beyond Postfix's layout it passes:
+//! `exec` ([`ChildEnv::from_process`], whose parsing of the variables is
+//! [`Layout::parse`], a pure function). Beyond Postfix's layout it passes:
 //!
 //! - `MASTER_LISTEN_FDS=<n>`: how many listening sockets follow fd 6 (a
 //!   Postfix daemon learns this from its `-s n` argument instead);
@@ -288,10 +289,7 @@ impl ChildEnv {
     /// [`EnvError`] naming what is missing or malformed, or
     /// [`EnvError::AlreadyClaimed`] if called twice in one process.
     pub fn from_process() -> Result<ChildEnv, EnvError> {
-        let listen = match std::env::var(LISTEN_FDS_VAR) {
-            Ok(v) => v.parse().map_err(|_| EnvError::BadListenCount(v))?,
-            Err(_) => 1,
-        };
+        let listen = parse_listen_count(std::env::var(LISTEN_FDS_VAR).ok().as_deref())?;
         ChildEnv::from_process_with_listen(listen)
     }
 
@@ -305,29 +303,13 @@ impl ChildEnv {
         if CLAIMED.load(Ordering::Acquire) {
             return Err(EnvError::AlreadyClaimed);
         }
-        let generation = parse_generation(std::env::var(GENERATION_VAR).ok().as_deref())?;
+        let layout = Layout::parse(
+            std::env::var(GENERATION_VAR).ok().as_deref(),
+            listen_count,
+            std::env::var(AUX_VAR).ok().as_deref(),
+        )?;
         let transport = std::env::var(TRANSPORT_VAR).ok();
-        let aux_spec = std::env::var(AUX_VAR).unwrap_or_default();
-        let mut aux_fds = Vec::new();
-        for item in aux_spec.split(',').filter(|s| !s.is_empty()) {
-            let bad = || EnvError::BadAux(aux_spec.clone());
-            let (name, fd) = item.split_once(':').ok_or_else(bad)?;
-            let fd: RawFd = fd.parse().map_err(|_| bad())?;
-            if fd <= 2 {
-                return Err(bad());
-            }
-            aux_fds.push((name.to_owned(), fd));
-        }
-        let listen_end = MASTER_LISTEN_FD
-            .checked_add(RawFd::try_from(listen_count).map_err(|_| EnvError::BadListenCount(listen_count.to_string()))?)
-            .ok_or_else(|| EnvError::BadListenCount(listen_count.to_string()))?;
-        let mut numbers: Vec<RawFd> = std::iter::once(MASTER_STATUS_FD).chain(MASTER_LISTEN_FD..listen_end).collect();
-        numbers.extend(aux_fds.iter().map(|(_, fd)| *fd));
-        let unique: HashSet<RawFd> = numbers.iter().copied().collect();
-        if unique.len() != numbers.len() {
-            return Err(EnvError::BadAux(aux_spec));
-        }
-        for &fd in &numbers {
+        for fd in layout.fds() {
             if !is_open(fd) {
                 return Err(EnvError::MissingFd(fd));
             }
@@ -341,9 +323,9 @@ impl ChildEnv {
         // no other OwnedFd owns or will close these descriptors.
         let take = |fd: RawFd| unsafe { OwnedFd::from_raw_fd(fd) };
         let status = take(MASTER_STATUS_FD);
-        let listen: Vec<OwnedFd> = (MASTER_LISTEN_FD..listen_end).map(take).collect();
-        let aux: Vec<(String, Option<OwnedFd>)> =
-            aux_fds.into_iter().map(|(name, fd)| (name, Some(take(fd)))).collect();
+        let listen: Vec<OwnedFd> = layout.listen_fds().map(take).collect();
+        let Layout { generation, aux, .. } = layout;
+        let aux: Vec<(String, Option<OwnedFd>)> = aux.into_iter().map(|(name, fd)| (name, Some(take(fd)))).collect();
         // The master cleared close-on-exec on these; set it again so that
         // whatever this child runs does not inherit the master's channel.
         let owned = std::iter::once(&status).chain(&listen).chain(aux.iter().filter_map(|(_, fd)| fd.as_ref()));
@@ -422,6 +404,93 @@ impl EnvError {
     }
 }
 
+/// Parses `MASTER_LISTEN_FDS`: the number of listening sockets from fd 6,
+/// one (Postfix's default `-s 1`) when absent.
+///
+/// # Errors
+///
+/// [`EnvError::BadListenCount`] when not a decimal count.
+pub fn parse_listen_count(value: Option<&str>) -> Result<usize, EnvError> {
+    match value {
+        Some(v) => v.parse().map_err(|_| EnvError::BadListenCount(v.to_owned())),
+        None => Ok(1),
+    }
+}
+
+/// The standard environment's numbers, as its variables give them, before
+/// any descriptor is looked at: what [`ChildEnv::from_process`] parses, as
+/// a pure function of the values (a variable that is not valid UTF-8 counts
+/// as absent there).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Layout {
+    /// The spawn generation, from `GENERATION`.
+    pub generation: u32,
+    /// How many listening sockets follow fd 6.
+    pub listen_count: usize,
+    /// The auxiliary descriptors, by name, in the order of
+    /// `MASTER_STATUS_AUX`.
+    pub aux: Vec<(String, RawFd)>,
+}
+
+impl Layout {
+    /// Parses the values of `GENERATION` and `MASTER_STATUS_AUX` (`None`
+    /// when unset) for a child with `listen_count` listening sockets, and
+    /// checks that the descriptors it names are distinct and above 2.
+    ///
+    /// # Errors
+    ///
+    /// As [`parse_generation`]; [`EnvError::BadAux`] when an item of
+    /// `MASTER_STATUS_AUX` is not `name:fd` with `fd` above 2, or a
+    /// descriptor is named twice (fd 5 and the listening sockets included);
+    /// [`EnvError::BadListenCount`] when the listening sockets would run
+    /// past the largest descriptor number.
+    pub fn parse(generation: Option<&str>, listen_count: usize, aux: Option<&str>) -> Result<Layout, EnvError> {
+        let generation = parse_generation(generation)?;
+        let aux_spec = aux.unwrap_or_default();
+        let bad = || EnvError::BadAux(aux_spec.to_owned());
+        let mut aux_fds = Vec::new();
+        for item in aux_spec.split(',').filter(|s| !s.is_empty()) {
+            let (name, fd) = item.split_once(':').ok_or_else(bad)?;
+            let fd: RawFd = fd.parse().map_err(|_| bad())?;
+            if fd <= 2 {
+                return Err(bad());
+            }
+            aux_fds.push((name.to_owned(), fd));
+        }
+        let layout = Layout { generation, listen_count, aux: aux_fds };
+        layout.listen_end()?;
+        // fd 5 and the listening range are distinct by construction, so a
+        // number named twice involves an aux descriptor. The range is not
+        // collected: its length is a number from the environment (the
+        // `env` fuzz target found a count of 444011144 costing gigabytes).
+        let listen = layout.listen_fds();
+        let mut seen = HashSet::from([MASTER_STATUS_FD]);
+        if layout.aux.iter().any(|(_, fd)| listen.contains(fd) || !seen.insert(*fd)) {
+            return Err(bad());
+        }
+        Ok(layout)
+    }
+
+    /// Every descriptor number of the layout: fd 5, the listening sockets
+    /// from fd 6, then the auxiliary descriptors.
+    pub fn fds(&self) -> impl Iterator<Item = RawFd> + '_ {
+        std::iter::once(MASTER_STATUS_FD).chain(self.listen_fds()).chain(self.aux.iter().map(|(_, fd)| *fd))
+    }
+
+    /// The listening sockets' numbers, fd 6 on.
+    pub fn listen_fds(&self) -> std::ops::Range<RawFd> {
+        // `parse` checked that the end fits.
+        MASTER_LISTEN_FD..self.listen_end().unwrap_or(MASTER_LISTEN_FD)
+    }
+
+    /// One past the last listening socket's number.
+    fn listen_end(&self) -> Result<RawFd, EnvError> {
+        let too_many = || EnvError::BadListenCount(self.listen_count.to_string());
+        MASTER_LISTEN_FD.checked_add(RawFd::try_from(self.listen_count).map_err(|_| too_many())?).ok_or_else(too_many)
+    }
+}
+
 /// What is wrong with a child's standard environment.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -480,5 +549,34 @@ mod tests {
         for bad in ["", "8", "19", "0x1", "-1", " 1", "1 ", "77777777777"] {
             assert_eq!(parse_generation(Some(bad)), Err(EnvError::BadGeneration(bad.into())), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn listen_count_is_decimal_and_one_by_default() {
+        assert_eq!(parse_listen_count(None), Ok(1));
+        assert_eq!(parse_listen_count(Some("0")), Ok(0));
+        assert_eq!(parse_listen_count(Some("3")), Ok(3));
+        assert_eq!(parse_listen_count(Some("-1")), Err(EnvError::BadListenCount("-1".into())));
+    }
+
+    #[test]
+    fn layout_names_every_descriptor_once() {
+        let layout = Layout::parse(Some("7"), 2, Some("lifeline:8,doorbell:9")).unwrap();
+        assert_eq!(layout.generation, 7);
+        assert_eq!(layout.aux, vec![("lifeline".to_owned(), 8), ("doorbell".to_owned(), 9)]);
+        assert_eq!(layout.fds().collect::<Vec<_>>(), vec![5, 6, 7, 8, 9]);
+        assert_eq!(Layout::parse(Some("7"), 0, None).unwrap().fds().collect::<Vec<_>>(), vec![5]);
+        assert_eq!(Layout::parse(None, 1, None), Err(EnvError::NoGeneration));
+        for bad in ["x", "x:", "x:2", "x:6", "x:5", "x:9,y:9", ":", "x:+"] {
+            assert_eq!(Layout::parse(Some("1"), 1, Some(bad)), Err(EnvError::BadAux(bad.into())), "{bad:?}");
+        }
+        // The listening sockets may not run past the largest number, and a
+        // long range costs nothing to parse.
+        let too_many = usize::try_from(RawFd::MAX).unwrap();
+        assert_eq!(Layout::parse(Some("1"), too_many, None), Err(EnvError::BadListenCount(too_many.to_string())));
+        let most = too_many - 6;
+        let layout = Layout::parse(Some("1"), most, Some("x:3,y:2147483647")).unwrap();
+        assert_eq!(layout.listen_fds(), 6..RawFd::MAX);
+        assert_eq!(Layout::parse(Some("1"), most, Some("x:2147483640")), Err(EnvError::BadAux("x:2147483640".into())));
     }
 }

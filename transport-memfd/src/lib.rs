@@ -158,6 +158,10 @@
 //! RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 CARGO_TARGET_DIR=target/loom \
 //!     cargo test -p master-proto-memfd --release --lib --locked loom
 //! ```
+//!
+//! The consumer is also fuzzed over arbitrary ring memory and hostile
+//! stores (the `memfd_ring` target in the workspace's `fuzz/`), through a
+//! hidden module that the feature `fuzzing` builds; it is not an API.
 
 cfg_if::cfg_if! {
     if #[cfg(all(target_os = "linux", loom))] {
@@ -175,6 +179,9 @@ cfg_if::cfg_if! {
         mod transport;
         #[cfg(test)]
         mod hostile_tests;
+        #[cfg(feature = "fuzzing")]
+        #[doc(hidden)]
+        pub mod fuzz;
 
         #[cfg(feature = "conformance")]
         pub use hostile::Scribbler;
