@@ -401,6 +401,9 @@ impl Supervisor {
         timeout: Option<Duration>,
         mut on_event: impl FnMut(Event),
     ) -> Result<usize, PollError> {
+        // What is due before waiting: above all, a service added since the
+        // last call puts its listening sockets in the epoll set here.
+        self.step(Instant::now());
         let n = self.wait_and_dispatch(timeout)?;
         self.step(Instant::now());
         while let Some(event) = self.events.pop_front() {

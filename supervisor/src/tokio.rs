@@ -60,7 +60,7 @@ use crate::{Event, PollError, Supervisor};
 /// # async fn demo(mut supervisor: master_proto_supervisor::Supervisor) -> Result<(), Box<dyn std::error::Error>> {
 /// let handle = supervisor.handle();
 /// tokio::spawn(async move {
-///     let _ = tokio::signal::ctrl_c().await;
+///     // … once the application decides to stop (tokio::signal::ctrl_c(), say):
 ///     handle.shutdown();
 /// });
 /// master_proto_supervisor::tokio::drive(&mut supervisor, |event| eprintln!("{event}")).await?;
