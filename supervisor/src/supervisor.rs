@@ -246,7 +246,9 @@ impl Supervisor {
 
     /// Adds a service. It spawns nothing until a client comes (or its
     /// spare pool asks for children, at the next
-    /// [`poll_once`](Self::poll_once)).
+    /// [`poll_once`](Self::poll_once)). Like [`reload`](Self::reload) and
+    /// [`shutdown`](Self::shutdown), it makes [`as_fd`](Self::as_fd)
+    /// readable, so that a loop waiting on it calls `poll_once` next.
     ///
     /// # Errors
     ///
@@ -270,6 +272,9 @@ impl Supervisor {
             return Err(AddError::Register(errno));
         }
         self.entries.push(entry);
+        // Its sockets join the epoll set at the next poll_once: make sure
+        // a loop waiting on our descriptor calls it.
+        self.wake();
         Ok(id)
     }
 
@@ -335,7 +340,9 @@ impl Supervisor {
         }
         let entry = self.entries.get_mut(id.index()).ok_or(ReloadError::UnknownService)?;
         let mut ctx = Ctx { epoll: &self.epoll, events: &mut self.events, exits: &mut self.exits };
-        entry.reload(&mut ctx)
+        let result = entry.reload(&mut ctx);
+        self.wake();
+        result
     }
 
     /// Begins the shutdown (see the module docs); called again during it,
@@ -356,6 +363,14 @@ impl Supervisor {
             Phase::ShuttingDown { .. } => self.kill_all(),
             Phase::Killing | Phase::Done => {}
         }
+        self.wake();
+    }
+
+    /// Makes our descriptor readable, so that a loop waiting on it calls
+    /// [`poll_once`](Self::poll_once), which hands out the events a direct
+    /// call queued and does what became due.
+    fn wake(&self) {
+        let _ = self.shared.wake.write(1);
     }
 
     /// Whether the shutdown has begun.

@@ -421,3 +421,32 @@ fn forced_polling_reaps_children_without_pidfds() {
     assert_eq!(exit, Exit::Code(0));
     d.shutdown();
 }
+
+#[test]
+fn an_outside_loop_needs_only_the_descriptor_and_the_deadline() {
+    let ctx = Ctx::new(module_path!(), "an_outside_loop_needs_only_the_descriptor_and_the_deadline");
+    play_role(&ctx);
+    let (Driven { mut sup, .. }, id) = one_service(&ctx, role::ECHO, Supervisor::new().unwrap(), |b| b);
+    let addr = tcp_addr(&sup, id);
+    let client = std::thread::spawn(move || Client::connect(addr).echo("from outside"));
+    // The application's own loop: poll(2) on the supervisor's descriptor
+    // until its deadline, then poll_once without waiting. No poll_once
+    // comes first: the descriptor alone must say that there is work.
+    let deadline = Instant::now() + WAIT;
+    let mut outcomes = Vec::new();
+    while !outcomes.contains(&Outcome::Avail) {
+        let now = Instant::now();
+        assert!(now < deadline, "{WAIT:?} without the child's AVAIL; outcomes {outcomes:?}");
+        let until = sup.next_deadline().map_or(deadline, |d| d.min(deadline));
+        let mut fds = [nix::poll::PollFd::new(std::os::fd::AsFd::as_fd(&sup), nix::poll::PollFlags::POLLIN)];
+        let _ = nix::poll::poll(&mut fds, master_proto_conformance::harness::poll_timeout(until - now));
+        sup.poll_once(Some(Duration::ZERO), |e| {
+            if let Event::Status { outcome, .. } = e {
+                outcomes.push(outcome);
+            }
+        })
+        .expect("poll_once");
+    }
+    client.join().expect("the client");
+    assert_eq!(outcomes, [Outcome::Taken, Outcome::Avail]);
+}
