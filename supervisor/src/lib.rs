@@ -108,3 +108,10 @@ pub use supervisor::{
     AddError, ChildExits, DEFAULT_GRACE, FALLBACK_INTERVAL, Handle, NewError, PollError, ReloadError, ServiceId,
     Supervisor, SupervisorBuilder,
 };
+
+/// The README's examples, compiled as doctests so they stay true. Here,
+/// in the crate that depends on every crate the README shows (the
+/// transports' facade could not compile the supervisor's example).
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

@@ -500,11 +500,6 @@ fn mismatch(t: AnyTransport, source: &AnySource) -> io::Error {
     )
 }
 
-/// The README's examples, compiled as doctests so they stay true.
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-struct ReadmeDoctests;
-
 #[cfg(test)]
 mod tests {
     use super::*;
