@@ -60,7 +60,7 @@
 //! readable when anything is ready; [`Supervisor::next_deadline`] says when
 //! time alone changes something; [`Supervisor::poll_once`] handles both.
 //! [`Supervisor::run`] is the loop for programs without one; the `tokio`
-//! feature adds [`tokio::drive`].
+//! feature adds `tokio::drive`.
 //!
 //! # Beyond Postfix
 //!

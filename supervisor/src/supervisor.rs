@@ -13,7 +13,7 @@
 //!   it again) until it reports nothing ready before waiting again if the
 //!   loop waits edge-triggered (tokio, mio);
 //! - or let [`run`](Supervisor::run) block until the shutdown is complete;
-//! - or, with the `tokio` feature, await [`crate::tokio::drive`].
+//! - or, with the `tokio` feature, await `tokio::drive`.
 //!
 //! Signals stay the application's: it calls [`Handle::reload`] and
 //! [`Handle::shutdown`] (or [`Supervisor::reload`] and

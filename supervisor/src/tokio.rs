@@ -32,7 +32,7 @@
 //!
 //! # See also
 //!
-//! tokio's `AsyncFd`; [`crate::supervisor`] for the loop it drives.
+//! tokio's `AsyncFd`; [`Supervisor`] for the loop it drives.
 
 #![allow(unsafe_code)] // Safety: registering a descriptor with tokio, which needs it to stay open; see `drive`.
 
