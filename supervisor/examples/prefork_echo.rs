@@ -8,6 +8,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsFd;
+use std::os::unix::process::CommandExt;
 use std::process::Command;
 
 use master_proto::{ChildEnv, Status, StatusSink};
@@ -27,7 +28,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut supervisor = Supervisor::new()?;
     let service = Service::builder("echo").listen_tcp(addr).process_limit(8).command(move |_| {
         let mut cmd = Command::new(&exe);
-        cmd.env(CHILD, "1");
+        cmd.env(CHILD, "1").process_group(0); // a Ctrl-C is for the master only
         cmd
     });
     let echo = supervisor.add(service.build()?)?;

@@ -663,3 +663,39 @@ pub(crate) mod token {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_supervisor_moves_between_threads_and_handles_are_shared() {
+        fn send<T: Send>() {}
+        fn sync<T: Send + Sync>() {}
+        send::<Supervisor>();
+        sync::<Handle>();
+    }
+
+    #[test]
+    fn a_handle_wakes_the_supervisor_and_asks_once() {
+        let mut sup = Supervisor::new().unwrap();
+        let handle = sup.handle();
+        assert!(!readable(&sup));
+        handle.reload();
+        assert!(readable(&sup), "the handle makes the descriptor readable");
+        let mut events = Vec::new();
+        sup.poll_once(Some(Duration::ZERO), |e| events.push(e.name())).unwrap();
+        assert!(events.is_empty(), "a reload of no service says nothing: {events:?}");
+        assert!(!readable(&sup), "the request was taken in");
+        std::thread::spawn(move || handle.shutdown()).join().unwrap();
+        sup.poll_once(None, |e| events.push(e.name())).unwrap();
+        assert_eq!(events, ["shutdown-began", "shutdown-complete"]);
+        assert!(sup.is_done());
+    }
+
+    /// Whether the supervisor's descriptor is readable now.
+    fn readable(sup: &Supervisor) -> bool {
+        let mut fds = [nix::poll::PollFd::new(sup.as_fd(), nix::poll::PollFlags::POLLIN)];
+        nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO).unwrap() == 1
+    }
+}

@@ -450,3 +450,49 @@ fn an_outside_loop_needs_only_the_descriptor_and_the_deadline() {
     client.join().expect("the client");
     assert_eq!(outcomes, [Outcome::Taken, Outcome::Avail]);
 }
+
+#[test]
+fn sockets_are_bound_from_addresses_or_taken_from_the_caller_and_a_bound_unix_path_is_removed() {
+    let dir = master_proto_conformance::harness::TempDir::new("supervisor-listen");
+    let path = dir.path().join("echo.sock");
+    let caller = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let caller_addr = caller.local_addr().unwrap();
+    let service = Service::builder("sockets")
+        .listen(caller)
+        .listen_unix(&path)
+        .listen_tcp(([127, 0, 0, 1], 0))
+        .command(|_| std::process::Command::new("/bin/false"))
+        .build()
+        .expect("build");
+    let addrs = service.listen_addrs();
+    assert_eq!(addrs[0], master_proto_supervisor::ListenAddr::Tcp(caller_addr));
+    assert_eq!(addrs[1], master_proto_supervisor::ListenAddr::Unix(path.clone()));
+    assert!(matches!(addrs[2], master_proto_supervisor::ListenAddr::Tcp(a) if a.port() != 0));
+    assert!(path.exists());
+    let mut sup = Supervisor::new().unwrap();
+    let id = sup.add(service).unwrap();
+    assert_eq!(sup.listen_addrs(id).unwrap(), addrs);
+    drop(sup);
+    assert!(!path.exists(), "the socket file this crate made is removed with the service");
+
+    // Building refuses what cannot work, saying why.
+    let e = Service::builder("x").build().expect_err("no command");
+    assert!(matches!(e, master_proto_supervisor::BuildError::NoCommand), "{e}");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let e = Service::builder("x")
+        .listen_tcp(taken.local_addr().unwrap())
+        .command(|_| std::process::Command::new("/bin/false"))
+        .build()
+        .expect_err("address in use");
+    assert!(e.to_string().contains("cannot listen on 127.0.0.1:"), "{e}");
+    let e = Service::builder("x")
+        .transport(Memfd)
+        .postfix_daemon(master_proto_supervisor::PostfixDaemon::new(
+            "/bin/false",
+            "x",
+            master_proto_supervisor::ServiceType::Unix,
+        ))
+        .build()
+        .expect_err("a Postfix daemon on memfd");
+    assert!(matches!(e, master_proto_supervisor::BuildError::NotPostfixWire { transport: "memfd" }), "{e}");
+}
