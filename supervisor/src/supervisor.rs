@@ -28,6 +28,11 @@
 //! `SIGKILL`; a second `shutdown` sends it at once. Every child is reaped
 //! either way; then [`is_done`](Supervisor::is_done) is true.
 //!
+//! Dropping a supervisor before its shutdown is complete closes every
+//! channel too (so its children exit after their client) but reaps
+//! nothing: the children it leaves are the process's, and stay zombies
+//! until it exits. Shut down first.
+//!
 //! # Errors
 //!
 //! [`NewError`] when the epoll set or the eventfd cannot be made,
