@@ -91,6 +91,9 @@ fn spawn_on_demand_under_concurrent_clients_never_above_the_limit() {
     for t in threads {
         t.join().expect("a client failed");
     }
+    // The shutdown reads what the channel still holds (a client may have
+    // had its echo before the master read its child's TAKEN).
+    d.shutdown();
     let spawned: Vec<usize> = d.all(|e| match e {
         Event::Spawned { children, reason: SpawnReason::Demand, .. } => Some(*children),
         Event::Spawned { .. } => panic!("a spawn for another reason than a client"),
@@ -105,7 +108,6 @@ fn spawn_on_demand_under_concurrent_clients_never_above_the_limit() {
         _ => None,
     });
     assert_eq!(busy_most.iter().max(), Some(&limit));
-    d.shutdown();
     let (spawned, reaped) = d.spawned_and_reaped();
     assert_eq!(spawned, reaped, "every child reaped");
     assert!(d.all(|e| matches!(e, Event::Killed { .. }).then_some(())).is_empty(), "every child left by itself");
