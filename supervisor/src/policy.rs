@@ -39,6 +39,13 @@ use nix::sys::signal::Signal;
 /// bookkeeping as a normal exit, so that its death does not throttle the
 /// service; its event carries its real status.
 ///
+/// A child that exits at once, normally and unused, is replaced at once:
+/// no Postfix rule throttles a normal exit, and the crash-loop guard counts
+/// abnormal ones only. That is right for a daemon that leaves after an
+/// idle timeout (it is replaced at the pace of that timeout); a command
+/// that exits at once (a misconfiguration) makes the pool spawn it again
+/// at every turn of the loop.
+///
 /// Stopping an idle child has a race that no signal avoids: a child that
 /// has just accepted a client but not yet said `TAKEN` looks idle. A child
 /// that must never drop a client that way handles the stop signal by
