@@ -82,9 +82,10 @@ pub use listen::ListenProblem;
 pub use multi::Session;
 pub use server::{ACCEPT_ERROR_LIMIT, Daemon, ServerError};
 
-/// The README's examples (the facade's master and child, this crate's
-/// ten-line service), compiled as doctests so they stay true: this crate
-/// depends on every crate they use.
+/// The README's examples (the supervisor, the facade's master and child,
+/// this crate's ten-line service), compiled as doctests so they stay true:
+/// this crate depends (the supervisor as a dev-dependency) on every crate
+/// they use.
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;

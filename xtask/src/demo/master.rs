@@ -1,53 +1,51 @@
-//! The demo's master: proto's sans-IO [`Master`] driven by a poll(2) loop over real child processes.
+//! The demo's master: one service on the supervisor library, in a poll(2) loop beside the demo's own signals and load generator.
 //!
-//! One service, as Postfix's master(8) runs it (`master_spawn.c`,
-//! `master_status.c`, `master_avail.c`, `master_sig.c`):
+//! The master's logic is `master-proto-supervisor`'s ([`Supervisor`],
+//! [`Service`]): spawning on demand with the standard environment, reading
+//! the status channel, reaping by pidfd, throttling, reloading and shutting
+//! down. What stays here is what a program adds around a library:
 //!
-//! - the listening socket is opened here and passed to every child at fd 6;
-//!   the master itself polls it only while [`Master::should_listen`] says
-//!   so (no child available, not throttled, below the process limit), and
-//!   a connection then makes it spawn one more child;
-//! - the status channel is opened with the chosen [`Transport`]; each child
-//!   gets its end at fd 5 and `GENERATION` ([`ChildFds`]); every item read
-//!   from the channel goes through [`Master::receive`] and is shown with its
-//!   [`Outcome`] — whatever a child sends is counted, never fatal;
-//! - SIGCHLD, SIGHUP, SIGINT and SIGTERM arrive on a signalfd (blocked in
-//!   every thread, unblocked again in children by `std::process`); SIGCHLD
-//!   reaps with `waitpid(WNOHANG)` until nothing is left to reap, so no
-//!   child stays a zombie;
-//! - a reload (SIGHUP or `--reload-after`) opens a new channel, retires the
-//!   children of the old one ([`Master::reload`]) and closes the old
-//!   channel's master end, so that old children see the master gone and
-//!   exit after their current client; they are still reaped as they go;
-//! - shutting down (SIGINT, SIGTERM, or the end of `--duration`) stops the
-//!   load generator, waits for its clients (bounded), closes the channel so
-//!   that every child exits, reaps them all within [`GRACE`], then kills the
-//!   stragglers with SIGKILL and reaps them too.
+//! - the listening socket (bound here, so that its address names a Postfix
+//!   daemon's service before the first spawn; a Unix socket's file is
+//!   removed when the demo ends);
+//! - the command: this binary as `xtask demo --echo-child`, or a Postfix
+//!   daemon ([`PostfixDaemon`]) for `--service`;
+//! - the demo's signals: SIGHUP, SIGINT and SIGTERM arrive on a signalfd
+//!   (blocked in every thread, unblocked again in children by
+//!   `std::process`). A program may do that; the library does not, and
+//!   SIGCHLD is not among them: the supervisor learns of its children's
+//!   exits through pidfds;
+//! - the phases of a stop: the load generator is told to stop and its
+//!   clients get [`DRAIN`] to finish, then the supervisor shuts down (its
+//!   channel closed, every child reaped, stragglers killed after [`GRACE`]);
+//! - the view: every [`Event`] becomes a line (`--plain`) or a decision in
+//!   the live view.
+//!
+//! The loop is the supervisor's event-loop integration at work: poll(2)
+//! on its descriptor with the demo's own, with the earliest of its
+//! deadline and the demo's as the timeout, then
+//! [`Supervisor::poll_once`] without waiting.
 //!
 //! Children run in a process group of their own, so that a Ctrl-C typed at
 //! the terminal reaches the master only, which then shuts them down in
 //! order.
 
-use std::collections::HashSet;
-use std::ffi::OsString;
-use std::io::{PipeReader, PipeWriter};
 use std::net::TcpListener;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use master_proto::env::{MASTER_FLOW_READ, MASTER_FLOW_WRITE};
-use master_proto::master::{Config, Exit, Master, Outcome, ReapOutcome};
-use master_proto::{ChildFds, RecvError, Status, StatusSource, Transport};
+use master_proto::master::Outcome;
+use master_proto::{Received, Transport};
+use master_proto_supervisor::{Event, PostfixDaemon, Service, ServiceId, ServiceType, Supervisor};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::signal::{SigSet, Signal, kill};
+use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-use nix::unistd::Pid;
+use nix::sys::wait::{Id, WaitPidFlag, waitid};
 
 use super::child::GOSSIP_VAR;
 use super::load::{Load, Target};
@@ -102,15 +100,23 @@ impl Listener {
     }
 
     /// Postfix's `-n` service name and `-t` type for this socket.
-    fn service_name_and_type(&self) -> (String, &'static str) {
+    fn service_name_and_type(&self) -> (String, ServiceType) {
         match self {
-            Listener::Tcp(l) => (l.local_addr().map_or_else(|_| "demo".to_owned(), |a| a.to_string()), "inet"),
+            Listener::Tcp(l) => {
+                (l.local_addr().map_or_else(|_| "demo".to_owned(), |a| a.to_string()), ServiceType::Inet)
+            }
             // master.cf names a unix service by its socket's file name
             // (private/NAME); daemons build file names from it.
-            Listener::Unix(_, path) => {
-                (path.file_name().map_or_else(|| "demo".to_owned(), |n| n.to_string_lossy().into_owned()), "unix")
-            }
+            Listener::Unix(_, path) => (
+                path.file_name().map_or_else(|| "demo".to_owned(), |n| n.to_string_lossy().into_owned()),
+                ServiceType::Unix,
+            ),
         }
+    }
+
+    /// A descriptor of the socket for the service.
+    fn fd(&self) -> Result<OwnedFd, String> {
+        self.as_fd().try_clone_to_owned().map_err(|e| format!("the listening socket: {e}"))
     }
 }
 
@@ -131,48 +137,24 @@ impl Drop for Listener {
     }
 }
 
-/// What runs as a child.
-enum Program {
-    /// This binary, as `xtask demo --echo-child`.
-    BuiltIn { exe: PathBuf, gossip: bool },
-    /// `COMMAND -n NAME -t TYPE ARGS...`, as master(8) runs a daemon,
-    /// with master(8)'s flow pipe at fds 3 and 4: no Postfix daemon runs
-    /// without it (each marks both close-on-exec at startup and dies if
-    /// either is closed).
-    Service { command: OsString, args: Vec<OsString>, name: String, kind: &'static str, flow: (PipeReader, PipeWriter) },
+/// What every child command gets: no input, standard output left to the
+/// view (diagnostics go to stderr), a process group of its own.
+fn detach(cmd: &mut Command) {
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).process_group(0);
 }
 
-impl Program {
-    fn command(&self) -> Command {
-        let mut cmd = match self {
-            Program::BuiltIn { exe, gossip } => {
-                let mut cmd = Command::new(exe);
-                cmd.args(["demo", "--echo-child"]).env(GOSSIP_VAR, if *gossip { "1" } else { "0" });
-                cmd
+/// What the demo runs as its children, for the view's header.
+fn describe_program(options: &Options, name: &str, kind: ServiceType) -> String {
+    match &options.service {
+        None if options.gossip => "built-in echo (gossiping)".to_owned(),
+        None => "built-in echo".to_owned(),
+        Some((command, args)) => {
+            let mut s = format!("{} -n {name} -t {kind}", command.to_string_lossy());
+            for arg in args {
+                s.push(' ');
+                s.push_str(&arg.to_string_lossy());
             }
-            Program::Service { command, args, name, kind, .. } => {
-                let mut cmd = Command::new(command);
-                cmd.arg("-n").arg(name).arg("-t").arg(kind).args(args);
-                cmd
-            }
-        };
-        // Standard output belongs to the view; diagnostics go to stderr.
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).process_group(0);
-        cmd
-    }
-
-    fn describe(&self) -> String {
-        match self {
-            Program::BuiltIn { gossip: false, .. } => "built-in echo".to_owned(),
-            Program::BuiltIn { gossip: true, .. } => "built-in echo (gossiping)".to_owned(),
-            Program::Service { command, args, name, kind, .. } => {
-                let mut s = format!("{} -n {name} -t {kind}", command.to_string_lossy());
-                for arg in args {
-                    s.push(' ');
-                    s.push_str(&arg.to_string_lossy());
-                }
-                s
-            }
+            s
         }
     }
 }
@@ -184,46 +166,37 @@ enum Phase {
     Running,
     /// The load generator was told to stop; waiting for its clients.
     Draining { until: Instant },
-    /// The channel is closed; reaping until the table is empty.
-    ShuttingDown { kill_at: Instant, killed: bool },
+    /// The supervisor is shutting down.
+    ShuttingDown,
 }
 
-/// Something poll(2) reported ready.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Ready {
-    Signal,
-    Status,
-    Listen,
-    LoadDone,
-}
-
-/// The master of one service, over transport `T`.
-struct Demo<T: Transport> {
-    transport: T,
-    master: Master,
-    /// The current channel; `None` once shutting down.
-    source: Option<T::Source>,
-    /// The current channel failed: not polled again until a reload.
-    source_broken: bool,
-    /// Pids registered with the current channel.
-    registered: HashSet<i32>,
-    listener: Listener,
-    program: Program,
+/// The demo around its supervisor.
+struct Demo {
+    supervisor: Supervisor,
+    service: ServiceId,
     signals: SignalFd,
     view: View,
     load: Option<Load>,
     load_done: bool,
     phase: Phase,
+    /// Why the next reload or shutdown event happens, for its line.
+    reason: String,
     /// The most children `TAKEN` at once.
     busy_max: usize,
+    /// Keeps the socket (and a Unix socket's file) until the end.
+    _listener: Listener,
 }
 
 /// Runs the demo with transport `T` until it is told to stop.
-pub(super) fn run<T: Transport>(transport: T, options: &Options) -> Result<(), String> {
+pub(super) fn run<T>(transport: T, options: &Options) -> Result<(), String>
+where
+    T: Transport + Send + 'static,
+    T::Source: Send,
+{
     // Before any thread exists, so that every thread inherits the mask and
     // the signals arrive only on the signalfd.
     let mut mask = SigSet::empty();
-    for signal in [Signal::SIGCHLD, Signal::SIGHUP, Signal::SIGINT, Signal::SIGTERM] {
+    for signal in [Signal::SIGHUP, Signal::SIGINT, Signal::SIGTERM] {
         mask.add(signal);
     }
     mask.thread_block().map_err(|e| format!("blocking signals: {e}"))?;
@@ -231,21 +204,34 @@ pub(super) fn run<T: Transport>(transport: T, options: &Options) -> Result<(), S
         .map_err(|e| format!("signalfd: {e}"))?;
 
     let listener = Listener::bind(&options.listen)?;
-    let program = match &options.service {
-        None => Program::BuiltIn {
-            exe: std::env::current_exe().map_err(|e| format!("finding this program to run as the child: {e}"))?,
-            gossip: options.gossip,
-        },
+    let (name, kind) = listener.service_name_and_type();
+    let transport_name = transport.name();
+    let builder = Service::builder(name.clone())
+        .transport(transport)
+        .listen(listener.fd()?)
+        .process_limit(options.max_children)
+        .throttle_delay(options.throttle);
+    let builder = match &options.service {
+        None => {
+            let exe = std::env::current_exe().map_err(|e| format!("finding this program to run as the child: {e}"))?;
+            let gossip = if options.gossip { "1" } else { "0" };
+            builder.command(move |_| {
+                let mut cmd = Command::new(&exe);
+                cmd.args(["demo", super::CHILD_ROLE]).env(GOSSIP_VAR, gossip);
+                detach(&mut cmd);
+                cmd
+            })
+        }
         Some((command, args)) => {
-            let (name, kind) = listener.service_name_and_type();
-            let flow = std::io::pipe().map_err(|e| format!("creating the flow pipe: {e}"))?;
-            Program::Service { command: command.clone(), args: args.clone(), name, kind, flow }
+            builder.postfix_daemon(PostfixDaemon::new(command, name.clone(), kind).args(args).configure(detach))
         }
     };
-    let source = transport.open().map_err(|e| format!("opening the {} status channel: {e}", transport.name()))?;
-    let config = Config { process_limit: options.max_children, throttle_delay: options.throttle };
+    let service = builder.build().map_err(|e| e.to_string())?;
+    let mut supervisor = Supervisor::builder().shutdown_grace(GRACE).build().map_err(|e| e.to_string())?;
+    let id = supervisor.add(service).map_err(|e| e.to_string())?;
+
     let mut view = View::new(options.plain);
-    view.started(&listener.describe()?, transport.name(), options.max_children, &program.describe());
+    view.started(&listener.describe()?, transport_name, options.max_children, &describe_program(options, &name, kind));
     let load = if options.clients > 0 {
         Some(
             Load::start(options.clients, &listener.target()?, options.hold)
@@ -255,28 +241,25 @@ pub(super) fn run<T: Transport>(transport: T, options: &Options) -> Result<(), S
         None
     };
     let mut demo = Demo {
-        transport,
-        master: Master::new(config),
-        source: Some(source),
-        source_broken: false,
-        registered: HashSet::new(),
-        listener,
-        program,
+        supervisor,
+        service: id,
         signals,
         view,
         load,
         load_done: false,
         phase: Phase::Running,
+        reason: String::new(),
         busy_max: 0,
+        _listener: listener,
     };
     let started = Instant::now();
     demo.serve(options.duration.map(|d| started + d), options.reload_after.map(|d| started + d))
 }
 
-impl<T: Transport> Demo<T> {
+impl Demo {
     /// The event loop, until every child is reaped after the shutdown.
     fn serve(&mut self, mut stop_at: Option<Instant>, mut reload_at: Option<Instant>) -> Result<(), String> {
-        loop {
+        while !self.supervisor.is_done() {
             let now = Instant::now();
             if reload_at.is_some_and(|at| now >= at) {
                 reload_at = None;
@@ -286,98 +269,81 @@ impl<T: Transport> Demo<T> {
                 stop_at = None;
                 self.stop("--duration is over");
             }
-            match self.phase {
-                Phase::Running => {}
-                Phase::Draining { until } => {
-                    if self.load_done || self.load.is_none() {
-                        self.begin_shutdown("the load generator has finished");
-                    } else if now >= until {
-                        self.begin_shutdown("the load generator's clients did not finish in time");
-                    }
-                }
-                Phase::ShuttingDown { kill_at, killed } => {
-                    if self.master.total() == 0 {
-                        break;
-                    }
-                    if !killed && now >= kill_at {
-                        self.kill_all(Signal::SIGKILL);
-                        self.phase = Phase::ShuttingDown { kill_at, killed: true };
-                    } else if killed && now >= kill_at + GRACE {
-                        return Err(format!(
-                            "{} children are still in the table {:?} after SIGKILL",
-                            self.master.total(),
-                            GRACE
-                        ));
-                    }
+            if let Phase::Draining { until } = self.phase {
+                if self.load_done || self.load.is_none() {
+                    self.begin_shutdown("the load generator has finished");
+                } else if now >= until {
+                    self.begin_shutdown("the load generator's clients did not finish in time");
                 }
             }
-
-            let mut deadlines = vec![reload_at, stop_at, self.master.throttled_until(now), self.view.redraw_due()];
-            match self.phase {
-                Phase::Running => {}
-                Phase::Draining { until } => deadlines.push(Some(until)),
-                Phase::ShuttingDown { kill_at, killed: false } => deadlines.push(Some(kill_at)),
-                Phase::ShuttingDown { kill_at, killed: true } => deadlines.push(Some(kill_at + GRACE)),
+            if self.supervisor.is_done() {
+                break;
+            }
+            let mut deadlines = vec![reload_at, stop_at, self.supervisor.next_deadline(), self.view.redraw_due()];
+            if let Phase::Draining { until } = self.phase {
+                deadlines.push(Some(until));
             }
             let timeout = match deadlines.into_iter().flatten().min() {
                 None => PollTimeout::NONE,
                 Some(at) => poll_timeout(at.saturating_duration_since(now)),
             };
-            for ready in self.wait(timeout, now)? {
-                match ready {
-                    Ready::Signal => self.signals()?,
-                    Ready::Status => self.receive(),
-                    Ready::Listen => {
-                        if self.phase == Phase::Running && self.master.should_listen(Instant::now()) {
-                            self.spawn();
-                        }
-                    }
-                    Ready::LoadDone => self.load_done = true,
-                }
-            }
+            self.wait(timeout)?;
+            self.events()?;
             let load = self.load.as_ref().map(|l| &**l.stats());
-            self.view.redraw(&self.master, load, self.busy_max);
+            if let Some(master) = self.supervisor.master(self.service) {
+                self.view.redraw(master, load, self.busy_max);
+            }
         }
-        // Nothing is left in the table; anything else would be a child we
-        // did not spawn, but reap it all the same.
-        self.reap();
         let stats = self.load.as_ref().map(|l| std::sync::Arc::clone(l.stats()));
         // Joined only once every client has finished; clients cut off by
         // the drain bound end with the process.
         if let Some(load) = self.load.take().filter(|_| self.load_done) {
             load.join();
         }
-        // ECHILD: no child process at all, running or zombie.
-        let left = match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+        // ECHILD: no child process at all, running or zombie. WNOWAIT: a
+        // look that reaps nothing.
+        let left = match waitid(Id::All, WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT) {
             Err(Errno::ECHILD) => "0",
             _ => "some",
         };
-        self.view.summary(&self.master, stats.as_deref(), self.busy_max, left);
+        let master = self.supervisor.master(self.service).ok_or("the service is gone")?;
+        self.view.summary(master, stats.as_deref(), self.busy_max, left);
         Ok(())
     }
 
-    /// Polls what there is to watch now; returns what is ready.
-    fn wait(&self, timeout: PollTimeout, now: Instant) -> Result<Vec<Ready>, String> {
-        let mut fds = vec![PollFd::new(self.signals.as_fd(), PollFlags::POLLIN)];
-        let mut what = vec![Ready::Signal];
-        if let Some(source) = self.source.as_ref().filter(|_| !self.source_broken) {
-            fds.push(PollFd::new(source.as_fd(), PollFlags::POLLIN));
-            what.push(Ready::Status);
-        }
-        if self.phase == Phase::Running && self.master.should_listen(now) {
-            fds.push(PollFd::new(self.listener.as_fd(), PollFlags::POLLIN));
-            what.push(Ready::Listen);
-        }
-        if let Some(load) = self.load.as_ref().filter(|_| !self.load_done) {
-            fds.push(PollFd::new(load.done_fd(), PollFlags::POLLIN));
-            what.push(Ready::LoadDone);
+    /// Waits in poll(2) for the supervisor, the signals and the load
+    /// generator, and handles the demo's own.
+    fn wait(&mut self, timeout: PollTimeout) -> Result<(), String> {
+        let load_fd = self.load.as_ref().filter(|_| !self.load_done).map(Load::done_fd);
+        let mut fds = vec![
+            PollFd::new(self.supervisor.as_fd(), PollFlags::POLLIN),
+            PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
+        ];
+        if let Some(fd) = load_fd {
+            fds.push(PollFd::new(fd, PollFlags::POLLIN));
         }
         match poll(&mut fds, timeout) {
-            Ok(_) => {}
-            Err(Errno::EINTR) => return Ok(Vec::new()),
+            Ok(_) | Err(Errno::EINTR) => {}
             Err(e) => return Err(format!("poll: {e}")),
         }
-        Ok(fds.iter().zip(what).filter(|(fd, _)| fd.any().unwrap_or(true)).map(|(_, what)| what).collect())
+        let ready: Vec<bool> = fds.iter().map(|fd| fd.any().unwrap_or(true)).collect();
+        drop(fds);
+        if ready[1] {
+            self.signals()?;
+        }
+        if ready.get(2).copied().unwrap_or(false) {
+            self.load_done = true;
+        }
+        Ok(())
+    }
+
+    /// Lets the supervisor do what is ready and due, and shows every event.
+    fn events(&mut self) -> Result<(), String> {
+        let Demo { supervisor, view, reason, busy_max, .. } = self;
+        supervisor
+            .poll_once(Some(Duration::ZERO), |event| show(view, reason, busy_max, event))
+            .map_err(|e| e.to_string())?;
+        Ok(())
     }
 
     /// Handles every pending signal.
@@ -389,9 +355,7 @@ impl<T: Transport> Demo<T> {
                 Err(Errno::EINTR) => continue,
                 Err(e) => return Err(format!("reading the signalfd: {e}")),
             };
-            let signal = i32::try_from(info.ssi_signo).ok().and_then(|n| Signal::try_from(n).ok());
-            match signal {
-                Some(Signal::SIGCHLD) => self.reap(),
+            match i32::try_from(info.ssi_signo).ok().and_then(|n| Signal::try_from(n).ok()) {
                 Some(Signal::SIGHUP) => self.reload("SIGHUP"),
                 Some(Signal::SIGINT) => self.stop("SIGINT"),
                 Some(Signal::SIGTERM) => self.stop("SIGTERM"),
@@ -400,147 +364,14 @@ impl<T: Transport> Demo<T> {
         }
     }
 
-    /// Reads every pending item from the channel and judges it.
-    fn receive(&mut self) {
-        let Some(source) = self.source.as_mut() else { return };
-        loop {
-            match source.try_recv() {
-                Ok(Some(item)) => {
-                    let outcome = self.master.receive(&item);
-                    if outcome == Outcome::Taken {
-                        let busy = self.master.children().filter(|c| !c.retired && c.status == Status::TAKEN).count();
-                        self.busy_max = self.busy_max.max(busy);
-                    }
-                    self.view.update(&item, outcome);
-                }
-                Ok(None) => return,
-                Err(e) => {
-                    // Not polled again until a reload opens a new channel:
-                    // a failed channel would report the same at once.
-                    self.source_broken = true;
-                    let what = match e {
-                        RecvError::Closed => "the status channel has no senders left".to_owned(),
-                        e => e.to_string(),
-                    };
-                    self.view.error(&format!("status channel: {what}"));
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Spawns one child, as `master_spawn()` does.
-    fn spawn(&mut self) {
-        let now = Instant::now();
-        let generation = match self.master.begin_spawn(now) {
-            Ok(generation) => generation,
-            Err(e) => {
-                self.view.error(&format!("spawn refused: {e}"));
-                return;
-            }
-        };
-        let throttled = self.master.counters().throttled;
-        match self.start_child(generation) {
-            Ok(child) => {
-                let Ok(pid) = i32::try_from(child.id()) else {
-                    self.view.error(&format!("child pid {} does not fit an i32", child.id()));
-                    return;
-                };
-                if let Err(e) = self.master.spawned(pid, generation) {
-                    // Our own bookkeeping is wrong, not a child's: say so,
-                    // and take the child out again (it is reaped as unknown).
-                    self.view.error(&format!("spawned pid {pid} could not be registered: {e}"));
-                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-                    return;
-                }
-                if let Some(source) = self.source.as_mut() {
-                    match self.transport.register_child(source, generation, pid) {
-                        Ok(()) => {
-                            self.registered.insert(pid);
-                        }
-                        // The child's channel is closed: it sees the master
-                        // gone and exits, and is reaped as any other.
-                        Err(e) => self.view.error(&format!("pid {pid}: registering its channel: {e}")),
-                    }
-                }
-                self.view.spawned(pid, generation, self.master.total());
-            }
-            Err(why) => {
-                let _ = self.master.spawn_failed(generation, now);
-                self.view.spawn_failed(generation, &why);
-                if self.master.counters().throttled > throttled {
-                    self.view.throttled(self.master.config().throttle_delay);
-                }
-            }
-        }
-    }
-
-    /// Starts the child process for `generation` with its standard
-    /// environment.
-    fn start_child(&mut self, generation: u32) -> Result<std::process::Child, String> {
-        let source = self.source.as_mut().ok_or("the status channel is closed")?;
-        let end = self.transport.child_end(source, generation).map_err(|e| format!("child end: {e}"))?;
-        let listen = self.listener.as_fd().try_clone_to_owned().map_err(|e| format!("listening socket: {e}"))?;
-        let mut cmd = self.program.command();
-        let mut fds = ChildFds::new(end, generation).listen(listen);
-        if let Program::Service { flow: (read, write), .. } = &self.program {
-            let dup = |e: std::io::Error| format!("flow pipe: {e}");
-            fds = fds
-                .fixed(MASTER_FLOW_READ, read.try_clone().map_err(dup)?.into())
-                .fixed(MASTER_FLOW_WRITE, write.try_clone().map_err(dup)?.into());
-        }
-        fds.install(&mut cmd).map_err(|e| e.to_string())?;
-        cmd.spawn().map_err(|e| e.to_string())
-    }
-
-    /// Reaps every child that has exited, as `master_reap_child()` does.
-    fn reap(&mut self) {
-        loop {
-            let (pid, exit) = match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) => (pid.as_raw(), Exit::Code(code)),
-                Ok(WaitStatus::Signaled(pid, signal, _)) => (pid.as_raw(), Exit::Signal(signal as i32)),
-                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
-                Ok(_) | Err(Errno::EINTR) => continue,
-                Err(e) => {
-                    self.view.error(&format!("waitpid: {e}"));
-                    return;
-                }
-            };
-            if self.registered.remove(&pid)
-                && let Some(source) = self.source.as_mut()
-                && let Err(e) = self.transport.forget_child(source, pid)
-            {
-                self.view.error(&format!("pid {pid}: letting its channel go: {e}"));
-            }
-            let outcome = self.master.reaped(pid, exit, Instant::now());
-            self.view.reaped(pid, exit, outcome);
-            if let ReapOutcome::Reaped { throttle_began: true, .. } = outcome {
-                self.view.throttled(self.master.config().throttle_delay);
-            }
-        }
-    }
-
-    /// Opens a new channel and retires the children of the old one.
+    /// Reloads the service, and shows it at once.
     fn reload(&mut self, why: &str) {
-        if self.source.is_none() {
-            return; // shutting down
+        if self.supervisor.is_shutting_down() {
+            return;
         }
-        let new = match self.transport.open() {
-            Ok(new) => new,
-            Err(e) => {
-                self.view.error(&format!("reload: cannot open a new status channel, keeping the old one: {e}"));
-                return;
-            }
-        };
-        // What the old children said before the reload still counts.
-        self.receive();
-        // Dropping the old source closes its master end: the old children
-        // see the master gone and exit after their current client.
-        self.source = Some(new);
-        self.source_broken = false;
-        self.registered.clear();
-        let retired = self.master.reload();
-        self.view.reload(self.master.epoch(), &retired, why);
+        why.clone_into(&mut self.reason);
+        self.supervisor.reload();
+        let _ = self.events();
     }
 
     /// Stops the load generator; shuts down once its clients are done. A
@@ -555,33 +386,53 @@ impl<T: Transport> Demo<T> {
                 self.phase = Phase::Draining { until: Instant::now() + DRAIN };
             }
             Phase::Draining { .. } => self.begin_shutdown(why),
-            Phase::ShuttingDown { killed: false, .. } => {
-                self.kill_all(Signal::SIGKILL);
-                self.phase = Phase::ShuttingDown { kill_at: Instant::now(), killed: true };
+            Phase::ShuttingDown => {
+                // The supervisor's second shutdown kills what is left.
+                self.supervisor.shutdown();
+                let _ = self.events();
             }
-            Phase::ShuttingDown { killed: true, .. } => {}
         }
     }
 
-    /// Closes the channel, so that every child exits after its client.
+    /// The supervisor's shutdown: every child exits after its client.
     fn begin_shutdown(&mut self, why: &str) {
-        self.receive();
-        self.source = None;
-        self.registered.clear();
-        self.view.shutdown(why);
-        self.phase = Phase::ShuttingDown { kill_at: Instant::now() + GRACE, killed: false };
+        why.clone_into(&mut self.reason);
+        self.phase = Phase::ShuttingDown;
+        self.supervisor.shutdown();
+        let _ = self.events();
     }
+}
 
-    /// Sends `signal` to every child in the table (none of them is reaped
-    /// yet, so none of their pids can have been reused).
-    fn kill_all(&mut self, signal: Signal) {
-        let pids: Vec<i32> = self.master.children().map(|c| c.pid).collect();
-        self.view.error(&format!("killing {} children that did not exit: {pids:?}", pids.len()));
-        for pid in pids {
-            if let Err(e) = kill(Pid::from_raw(pid), signal) {
-                self.view.error(&format!("kill {pid}: {e}"));
+/// One supervisor event, as the view shows it.
+fn show(view: &mut View, reason: &str, busy_max: &mut usize, event: Event) {
+    match event {
+        Event::Spawned { pid, generation, children, .. } => view.spawned(pid, generation, children),
+        Event::SpawnFailed { generation, error, .. } => view.spawn_failed(generation, &error.to_string()),
+        Event::Status { update, sender, outcome, busy, .. } => {
+            if outcome == Outcome::Taken {
+                *busy_max = (*busy_max).max(busy);
             }
+            view.update(&Received::Update { update, sender }, outcome);
         }
+        Event::Malformed { malformed, .. } => {
+            view.update(&Received::Malformed(malformed), Outcome::Malformed(malformed));
+        }
+        Event::Reaped { pid, exit, outcome, .. } => view.reaped(pid, exit, outcome),
+        Event::Throttled { delay, .. } => view.throttled(delay),
+        Event::Reloaded { epoch, retired, .. } => view.reload(epoch, &retired, reason),
+        Event::ShutdownBegan { .. } => view.shutdown(reason),
+        Event::Killed { pids, .. } => {
+            view.error(&format!("killing {} children that did not exit: {pids:?}", pids.len()));
+        }
+        Event::ReloadFailed { error, .. } => {
+            view.error(&format!("reload: cannot open a new status channel, keeping the old one: {error}"));
+        }
+        Event::ChannelFailed { error, .. } => view.error(&format!("status channel: {error}")),
+        Event::ChildChannelFailed { pid, op, error, .. } => view.error(&format!("pid {pid}: {op:?} channel: {error}")),
+        Event::SignalFailed { pid, signal, errno, .. } => view.error(&format!("kill {pid} {signal}: {errno}")),
+        Event::ReapFailed { pid, errno, .. } => view.error(&format!("waitpid {pid}: {errno}")),
+        // Shown in the live view only: the plain lines are a fixed set.
+        other => view.note(&other.to_string()),
     }
 }
 

@@ -1,8 +1,8 @@
 //! `cargo xtask demo`: a real prefork master for one service, with its own echo child and load generator.
 //!
 //! - [`options`]: the command line (`--help` lists it);
-//! - [`master`]: the master, proto's sans-IO state machine driven by a
-//!   poll(2) loop over real child processes, generic over the transport;
+//! - [`master`]: the master, one service on `master-proto-supervisor`
+//!   in a poll(2) loop beside the demo's signals and load generator;
 //! - [`child`]: the built-in echo service (`xtask demo --echo-child`, run
 //!   by the master only);
 //! - [`load`]: the load generator's client threads;

@@ -142,6 +142,14 @@ impl View {
         self.event(format!("shutdown reason={why}"));
     }
 
+    /// Something worth a decision line in the live view, and no line in
+    /// plain mode (whose lines are the fixed set `--help` lists).
+    pub(super) fn note(&mut self, what: &str) {
+        if !self.plain {
+            self.event(what.to_owned());
+        }
+    }
+
     /// Something went wrong that the master survives.
     pub(super) fn error(&mut self, what: &str) {
         if self.plain {
