@@ -391,6 +391,9 @@ pub(crate) struct Channel<T: Transport> {
 
 /// What the supervisor does with a service's channel, whatever its
 /// transport: the one place that is generic over it.
+/// The most status items one service's channel hands over per wake-up.
+const RECEIVE_BUDGET: usize = 1024;
+
 pub(crate) trait ChannelOps: Send {
     fn name(&self) -> &'static str;
     fn fd(&self) -> Option<BorrowedFd<'_>>;
@@ -438,11 +441,20 @@ where
         }
     }
 
+    /// At most [`RECEIVE_BUDGET`] items: a child flooding a shared channel
+    /// (a pipe or datagram socket, whose source reads until the channel is
+    /// empty) must not keep the supervisor from its other work. The
+    /// supervisor's epoll is level-triggered, so a channel left readable is
+    /// reported again at its next wait.
     fn drain(&mut self, f: &mut dyn FnMut(Received)) -> Result<usize, RecvError> {
-        match self.source.as_mut() {
-            Some(source) => source.drain(f),
-            None => Ok(0),
+        let Some(source) = self.source.as_mut() else { return Ok(0) };
+        let mut n = 0;
+        while n < RECEIVE_BUDGET {
+            let Some(item) = source.try_recv()? else { break };
+            f(item);
+            n += 1;
         }
+        Ok(n)
     }
 
     fn stage(&mut self) -> io::Result<()> {

@@ -498,3 +498,35 @@ fn sockets_are_bound_from_addresses_or_taken_from_the_caller_and_a_bound_unix_pa
         .expect_err("a Postfix daemon on memfd");
     assert!(matches!(e, master_proto_supervisor::BuildError::NotPostfixWire { transport: "memfd" }), "{e}");
 }
+
+#[test]
+fn a_flooding_child_gets_a_bounded_share_of_each_wake_up() {
+    let ctx = Ctx::new(module_path!(), "a_flooding_child_gets_a_bounded_share_of_each_wake_up");
+    play_role(&ctx);
+    // A pipe holds 5,461 records (64 KiB): a flooder fills it while the
+    // supervisor is not looking, and blocks. One turn of the loop then
+    // hands over at most 1,024 of them (the rest wait for the next turns),
+    // where a channel read until empty would take them all, and more as
+    // the flooder refills it: a flood on a shared channel never keeps the
+    // supervisor from its other work.
+    let transport = AnyTransport::from_name("pipe").expect("pipe is built here");
+    let (mut d, id) = one_service(&ctx, role::FLOOD, Supervisor::new().unwrap(), |b| b.transport(transport));
+    let _client = std::net::TcpStream::connect(tcp_addr(&d.sup, id)).expect("connect");
+    let pid = d.until_event("the flooder's spawn", 0, |e| match e {
+        Event::Spawned { pid, .. } => Some(*pid),
+        _ => None,
+    });
+    let statuses = |d: &Driven| d.events.iter().filter(|(_, e)| matches!(e, Event::Status { .. })).count();
+    let mut turns = Vec::new();
+    for _ in 0..3 {
+        let full = master_proto_conformance::harness::poll_until(Instant::now() + WAIT, || {
+            master_proto_conformance::harness::thread_blocked_writing(pid, 5).is_some()
+        });
+        assert!(full, "the flooder never filled its channel");
+        let before = statuses(&d);
+        d.turn();
+        turns.push(statuses(&d) - before);
+    }
+    assert!(turns.iter().all(|&n| n > 0 && n <= 1024), "updates handed over per turn: {turns:?}");
+    d.shutdown();
+}

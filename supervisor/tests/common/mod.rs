@@ -31,6 +31,8 @@ pub(crate) mod role {
     pub(crate) const CRASH: &str = "crash";
     /// Takes its channel and then ignores it: never exits by itself.
     pub(crate) const STUBBORN: &str = "stubborn";
+    /// Notifies AVAIL as fast as it can until the master goes.
+    pub(crate) const FLOOD: &str = "flood";
 }
 
 /// Plays this process's role and exits, if it is a re-executed child.
@@ -49,6 +51,12 @@ pub(crate) fn play_role(ctx: &Ctx) {
             // Nothing to wait for: the harness's alarm ends it at the
             // latest, the master's SIGKILL much sooner.
             let _ = poll(&mut [], PollTimeout::NONE);
+            0
+        }
+        role::FLOOD => {
+            let mut env = ChildEnv::from_process().unwrap_or_else(|e| fail(e));
+            let sink = master_proto_transports::sink_from_env(&mut env).unwrap_or_else(|e| fail(e));
+            while sink.notify(Status::AVAIL).is_ok() {}
             0
         }
         other => fail(format!("unknown role {other:?}")),
