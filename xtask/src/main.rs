@@ -8,6 +8,9 @@ use std::process::ExitCode;
 
 mod bench;
 mod demo;
+mod release;
+mod stats;
+mod sys;
 
 const USAGE: &str = "usage: cargo xtask <bench|demo> [OPTIONS]  (--help after the task for its options)";
 

@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use serde_json::{Map, Value, json};
 
 use super::subjects::{self, Kind, Subject, Workload};
-use super::sys::Machine;
+use crate::sys::Machine;
 
 /// The metrics a row may carry, in the order the JSON lists them.
 pub(crate) const METRICS: &[&str] = &[

@@ -1,4 +1,4 @@
-//! The few system facts the bench needs: a clock shared by processes,
+//! The few system facts the tasks need: a clock shared by processes,
 //! bounded waits, CPU pinning, peak RSS and the machine's description.
 
 use std::io;
