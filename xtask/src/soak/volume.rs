@@ -1,0 +1,127 @@
+//! The volume phase: many children send a fixed number of updates each,
+//! all at once, as fast as they can; every update must arrive, whole,
+//! once, in per-child order.
+//!
+//! The children are spawned first, say they are ready, and are started
+//! together (end of file on the stdin they share). The master drains and
+//! feeds every item to proto's [`Master`](master_proto::master::Master);
+//! a child is reaped once it has exited and every one of its updates has
+//! arrived, so none of them comes in after its reap and is ignored. The
+//! book checks each update against the child's alternation (see
+//! [`super::child`]); lost is what was sent and never applied.
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::process::Stdio;
+use std::time::Instant;
+
+use nix::fcntl::OFlag;
+use serde_json::json;
+
+use super::child::{Behaviour, ChildArgs};
+use super::service::{self, Event, Kind, Report, WAIT};
+use crate::sys;
+
+/// Runs the phase on transport `name`: `children` children, `count`
+/// updates each.
+pub(super) fn master(name: &str, children: usize, count: u64) -> io::Result<Report> {
+    service::run(name, |svc, report| {
+        let (go_read, go_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+        let (ready_read, ready_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+        let args = ChildArgs { behaviour: Behaviour::Steady { count }, stop_on_eof: false, go: false };
+        let mut pids = Vec::with_capacity(children);
+        for _ in 0..children {
+            let stdin = Stdio::from(go_read.try_clone()?);
+            let stdout = Stdio::from(ready_write.try_clone()?);
+            let child = svc.spawn(args, Kind::Steady, stdin, stdout)?;
+            pids.push(i32::try_from(child.id()).map_err(io::Error::other)?);
+        }
+        drop((go_read, ready_write));
+        await_ready(&ready_read, children)?;
+        let sent = count * u64::try_from(children).map_err(io::Error::other)?;
+        let start = Instant::now();
+        drop::<OwnedFd>(go_write);
+
+        let mut done = Vec::new();
+        let mut unreaped = children;
+        let mut last = start;
+        let deadline = start + WAIT * 4;
+        while unreaped > 0 {
+            let (_, died) = svc.wait(deadline.saturating_duration_since(Instant::now()), true)?;
+            let n = svc.drain(|e| {
+                if let Event::Applied { pid, kind: Kind::Steady, index } = e
+                    && index + 1 == count
+                {
+                    done.push(pid);
+                }
+            })?;
+            if n > 0 {
+                last = Instant::now();
+            }
+            if died {
+                svc.clear_signals()?;
+            }
+            // A child whose every update has arrived is reaped as soon as
+            // it has exited (it may still be on its way out).
+            let mut still = Vec::new();
+            for pid in done.drain(..) {
+                match svc.reap(pid)? {
+                    Some(exit) if exit.is_normal() => unreaped -= 1,
+                    Some(exit) => {
+                        unreaped -= 1;
+                        report.problem(format!("child {pid} ended with {exit}"));
+                    }
+                    None => still.push(pid),
+                }
+            }
+            done = still;
+            if Instant::now() >= deadline {
+                report.problem(format!("waited {:?}; {unreaped} children still had updates to deliver", WAIT * 4));
+                break;
+            }
+        }
+        let span = last.duration_since(start);
+        // Children whose updates did not all arrive (only after the
+        // deadline): reaped now, what they lost counted below.
+        for pid in pids {
+            if svc.book.applied(pid).is_some() {
+                let _ = svc.reap_by(pid, Instant::now() + WAIT);
+            }
+        }
+        let applied = svc.book.tally.applied;
+        let lost = sent.saturating_sub(applied);
+        report.set("children", json!(children));
+        report.set("sent", json!(sent));
+        report.set("received", json!(applied));
+        report.set("lost", json!(lost));
+        #[allow(clippy::cast_precision_loss, reason = "a rate: f64 precision is plenty")]
+        let rate = applied as f64 / span.as_secs_f64().max(1e-9);
+        report.set("updates_per_sec", json!(rate));
+        if lost > 0 {
+            report.problem(format!("{lost} of {sent} updates were lost"));
+        }
+        Ok(())
+    })
+}
+
+/// Waits until `children` have each written their ready byte.
+pub(super) fn await_ready(ready: &OwnedFd, children: usize) -> io::Result<()> {
+    let deadline = Instant::now() + WAIT;
+    let (mut seen, mut buf) = (0, [0u8; 512]);
+    while seen < children {
+        if !sys::wait_readable(ready.as_fd(), deadline.saturating_duration_since(Instant::now()))?
+            && Instant::now() >= deadline
+        {
+            return Err(io::Error::other(format!("waited {WAIT:?} for {children} children to be ready, {seen} are")));
+        }
+        match nix::unistd::read(ready, &mut buf) {
+            Ok(0) => {
+                return Err(io::Error::other(format!("{} children exited before they were ready", children - seen)));
+            }
+            Ok(n) => seen += n,
+            Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
