@@ -136,6 +136,18 @@ pub(crate) fn open_fds() -> io::Result<std::collections::BTreeMap<i32, String>> 
     Ok(fds)
 }
 
+/// This process's shared memory mappings (the `s` ones of
+/// /proc/self/maps): what a transport maps to share with children, never
+/// the allocator's.
+pub(crate) fn shared_mappings() -> io::Result<Vec<String>> {
+    let maps = std::fs::read_to_string("/proc/self/maps")?;
+    Ok(maps
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1).is_some_and(|perms| perms.ends_with('s')))
+        .map(|l| l.split_whitespace().skip(5).collect::<Vec<_>>().join(" "))
+        .collect())
+}
+
 /// The processes whose parent is `parent` (zombies included), from
 /// /proc/*/stat, with their state letter (`Z` for a zombie).
 pub(crate) fn children_of(parent: i32) -> io::Result<Vec<(i32, char)>> {

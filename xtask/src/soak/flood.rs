@@ -81,8 +81,19 @@ pub(super) fn master(name: &str, honest: usize, count: u64, pace: Duration, floo
         let total = count * u64::try_from(honest).map_err(io::Error::other)?;
         let (mut arrived, mut flood_read) = (0u64, 0u64);
         let deadline = Instant::now() + WAIT + pace * u32::try_from(count).unwrap_or(u32::MAX);
+        let honest_pids: Vec<i32> = children.iter().map(|(pid, _)| *pid).collect();
+        let mut deadline = deadline;
         while arrived < total && Instant::now() < deadline {
-            svc.wait(deadline.saturating_duration_since(Instant::now()), false)?;
+            let (_, died) = svc.wait(deadline.saturating_duration_since(Instant::now()), true)?;
+            if died {
+                svc.clear_signals()?;
+                // Every honest child gone: what has not arrived within
+                // ten delay bounds (the flooder may keep the channel from
+                // ever being empty) never will.
+                if service::exited(&honest_pids)? {
+                    deadline = deadline.min(Instant::now() + DELAY_BOUND * 10);
+                }
+            }
             svc.drain(|e| match e {
                 Event::Applied { pid, kind: Kind::Honest, .. } => {
                     if let Some(a) = arrivals.get_mut(&pid) {

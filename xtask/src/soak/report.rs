@@ -271,17 +271,19 @@ pub(super) fn to_markdown(doc: &Value) -> String {
     );
     table(
         "resources — each phase's master: descriptors and memory (master death: the driver's own)",
-        "| transport | phase | fds start → open → reaped → end | RSS open → reaped KiB | peak RSS KiB | zombies | left to the driver |",
+        "| transport | phase | fds start → open → reaped → end | shared maps open → reaped | RSS open → reaped KiB | peak RSS KiB | zombies | left to the driver |",
         all.iter()
             .map(|r| {
                 format!(
-                    "| {} | {} | {} → {} → {} → {} | {} → {} | {} | {} | {} |",
+                    "| {} | {} | {} → {} → {} → {} | {} → {} | {} → {} | {} | {} | {} |",
                     name(r, "transport"),
                     name(r, "phase"),
                     n(r, "fds_start"),
                     n(r, "fds_open"),
                     n(r, "fds_reaped"),
                     n(r, "fds_end"),
+                    n(r, "shared_maps_open"),
+                    n(r, "shared_maps_reaped"),
                     n(r, "rss_open_kib"),
                     n(r, "rss_reaped_kib"),
                     n(r, "hwm_kib"),
@@ -449,7 +451,8 @@ pub(super) fn check_rows(doc: &Value) -> Result<(), Vec<String>> {
                 problems.push(format!("{at}: {k} is {x}, must be 0"));
             }
         }
-        for (a, b) in [("fds_open", "fds_reaped"), ("fds_start", "fds_end")] {
+        for (a, b) in [("fds_open", "fds_reaped"), ("fds_start", "fds_end"), ("shared_maps_open", "shared_maps_reaped")]
+        {
             if let (Some(x), Some(y)) = (f(row, a), f(row, b))
                 && x != y
             {

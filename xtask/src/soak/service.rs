@@ -18,8 +18,9 @@
 //! compares the master's whole table and counters with what it expects.
 //!
 //! [`run`] wraps a phase's body with the resource figures: the master's
-//! descriptors and memory before the channel is opened, once it is open,
-//! after every child is reaped, and after it is closed again.
+//! descriptors, shared mappings and memory before the channel is opened,
+//! once it is open, after every child is reaped, and after it is closed
+//! again.
 //!
 //! # Errors
 //!
@@ -40,7 +41,7 @@ use master_proto_transports::{AnySource, AnyTransport};
 use nix::errno::Errno;
 use nix::sys::signal::{SigSet, Signal, kill};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
 use nix::unistd::Pid;
 use serde_json::{Map, Value, json};
 
@@ -70,6 +71,10 @@ pub(super) const RSS_GROWTH_BOUND_KIB: u64 = 8192;
 /// nobody). Postfix's master reads one record per event for the same
 /// reason. The source's descriptor stays readable while items are left.
 const DRAIN_BOUND: usize = 4096;
+
+/// How often a master looks whether the channel has emptied, once the
+/// children it waits for have exited (nothing signals it).
+pub(super) const SETTLE: Duration = Duration::from_millis(10);
 
 /// What a child is for, so that a phase can tell its arrivals apart.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -401,19 +406,33 @@ impl Service {
         }
     }
 
-    /// Drains until `pid` has `count` updates applied, at most until
-    /// `deadline`; whether it has.
+    /// Drains until `pid` has `count` updates applied, or has exited with
+    /// fewer and nothing more can come ([`settled`](Self::settled)), at
+    /// most until `deadline`; whether it has them all.
     pub(super) fn await_applied(&mut self, pid: i32, count: u64, deadline: Instant) -> io::Result<bool> {
         loop {
             if self.book.applied(pid).is_none_or(|n| n >= count) {
                 return Ok(self.book.applied(pid).is_some());
             }
-            if Instant::now() >= deadline {
+            if Instant::now() >= deadline || self.settled(&[pid], |_| {})? {
                 return Ok(false);
             }
-            self.wait(deadline.saturating_duration_since(Instant::now()), false)?;
+            // Once it has exited, nothing signals that the channel has
+            // emptied: look again after a short while.
+            let left = deadline.saturating_duration_since(Instant::now());
+            self.wait(if exited(&[pid])? { left.min(SETTLE) } else { left }, true)?;
+            self.clear_signals()?;
             self.drain(|_| {})?;
         }
+    }
+
+    /// Whether every child of `pids` has exited (it is not reaped, only
+    /// looked at) and the channel then held nothing: everything they sent
+    /// has arrived. The look is two drains that find nothing, since a
+    /// source may end a drain early once without being empty (seqpacket's
+    /// rounds do); what they find goes to `f`.
+    pub(super) fn settled(&mut self, pids: &[i32], mut f: impl FnMut(Event)) -> io::Result<bool> {
+        Ok(exited(pids)? && self.drain(&mut f)? == 0 && self.drain(&mut f)? == 0)
     }
 
     /// Reads what is pending, at most [`DRAIN_BOUND`] items, hands every
@@ -482,17 +501,37 @@ impl Service {
     }
 }
 
+/// Whether every child of `pids` has exited; they are looked at
+/// (`WNOWAIT`), not reaped.
+pub(super) fn exited(pids: &[i32]) -> io::Result<bool> {
+    for &pid in pids {
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+        match waitid(Id::Pid(Pid::from_raw(pid)), flags) {
+            Ok(WaitStatus::StillAlive) | Err(Errno::EINTR) => return Ok(false),
+            Ok(_) => {}
+            Err(e) => return Err(io::Error::other(format!("waitid({pid}): {e}"))),
+        }
+    }
+    Ok(true)
+}
+
 /// A master's descriptors and memory at one moment.
 #[derive(Debug)]
 struct Snapshot {
     fds: BTreeMap<i32, String>,
+    shared: Vec<String>,
     rss_kib: u64,
     hwm_kib: u64,
 }
 
 impl Snapshot {
     fn take() -> io::Result<Snapshot> {
-        Ok(Snapshot { fds: sys::open_fds()?, rss_kib: sys::rss_kib()?, hwm_kib: sys::peak_rss_kib()? })
+        Ok(Snapshot {
+            fds: sys::open_fds()?,
+            shared: sys::shared_mappings()?,
+            rss_kib: sys::rss_kib()?,
+            hwm_kib: sys::peak_rss_kib()?,
+        })
     }
 
     /// The descriptors open now that were not at `before`.
@@ -579,6 +618,8 @@ pub(super) fn run(name: &str, body: impl FnOnce(&mut Service, &mut Report) -> io
     report.set("fds_open", json!(open.fds.len()));
     report.set("fds_reaped", json!(reaped.fds.len()));
     report.set("fds_end", json!(end.fds.len()));
+    report.set("shared_maps_open", json!(open.shared.len()));
+    report.set("shared_maps_reaped", json!(reaped.shared.len()));
     report.set("rss_open_kib", json!(open.rss_kib));
     report.set("rss_reaped_kib", json!(reaped.rss_kib));
     report.set("hwm_kib", json!(reaped.hwm_kib.max(end.hwm_kib)));
@@ -590,6 +631,13 @@ pub(super) fn run(name: &str, body: impl FnOnce(&mut Service, &mut Report) -> io
     let grown = end.grown(&start);
     if !grown.is_empty() {
         report.problem(format!("descriptors left open after the channel was closed: {grown:?}"));
+    }
+    if reaped.shared.len() > open.shared.len() {
+        report.problem(format!(
+            "{} shared mappings left after every child was reaped (a channel per child not let go?), {} when the channel opened",
+            reaped.shared.len(),
+            open.shared.len()
+        ));
     }
     let growth = reaped.rss_kib.saturating_sub(open.rss_kib);
     if growth > RSS_GROWTH_BOUND_KIB {

@@ -19,7 +19,7 @@ use nix::fcntl::OFlag;
 use serde_json::json;
 
 use super::child::{Behaviour, ChildArgs};
-use super::service::{self, Event, Kind, Report, WAIT};
+use super::service::{self, Event, Kind, Report, SETTLE, WAIT};
 use crate::sys;
 
 /// Runs the phase on transport `name`: `children` children, `count`
@@ -43,49 +43,63 @@ pub(super) fn master(name: &str, children: usize, count: u64) -> io::Result<Repo
         drop::<OwnedFd>(go_write);
 
         let mut done = Vec::new();
-        let mut unreaped = children;
+        let mut reaped = Vec::new();
         let mut last = start;
         let deadline = start + WAIT * 4;
-        while unreaped > 0 {
-            let (_, died) = svc.wait(deadline.saturating_duration_since(Instant::now()), true)?;
-            let n = svc.drain(|e| {
-                if let Event::Applied { pid, kind: Kind::Steady, index } = e
-                    && index + 1 == count
-                {
-                    done.push(pid);
-                }
-            })?;
-            if n > 0 {
-                last = Instant::now();
-            }
+        // Set once a child has died: from then on the master looks every
+        // SETTLE whether the children short of their count have all
+        // exited with the channel empty (nothing signals that).
+        let mut settling = false;
+        while reaped.len() < children {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let (_, died) = svc.wait(if settling { left.min(SETTLE) } else { left }, true)?;
             if died {
                 svc.clear_signals()?;
+                settling = true;
+            }
+            let n = svc.drain(|e| done.extend(completed(e, count)))?;
+            if n > 0 {
+                last = Instant::now();
+            } else {
+                // Quiet: if every child still short of its count has
+                // exited and nothing is left in the channel, what is
+                // missing is lost; stop waiting for it.
+                let short: Vec<i32> =
+                    pids.iter().copied().filter(|p| !reaped.contains(p) && !done.contains(p)).collect();
+                if !short.is_empty() && svc.settled(&short, |e| done.extend(completed(e, count)))? {
+                    break;
+                }
             }
             // A child whose every update has arrived is reaped as soon as
             // it has exited (it may still be on its way out).
             let mut still = Vec::new();
             for pid in done.drain(..) {
                 match svc.reap(pid)? {
-                    Some(exit) if exit.is_normal() => unreaped -= 1,
                     Some(exit) => {
-                        unreaped -= 1;
-                        report.problem(format!("child {pid} ended with {exit}"));
+                        reaped.push(pid);
+                        if !exit.is_normal() {
+                            report.problem(format!("child {pid} ended with {exit}"));
+                        }
                     }
                     None => still.push(pid),
                 }
             }
             done = still;
             if Instant::now() >= deadline {
-                report.problem(format!("waited {:?}; {unreaped} children still had updates to deliver", WAIT * 4));
+                let left = children - reaped.len();
+                report.problem(format!("waited {:?}; {left} children still had updates to deliver", WAIT * 4));
                 break;
             }
         }
         let span = last.duration_since(start);
-        // Children whose updates did not all arrive (only after the
-        // deadline): reaped now, what they lost counted below.
+        // Children whose updates did not all arrive: reaped now, what
+        // they lost counted below.
         for pid in pids {
-            if svc.book.applied(pid).is_some() {
-                let _ = svc.reap_by(pid, Instant::now() + WAIT);
+            if !reaped.contains(&pid) {
+                let exit = svc.reap_by(pid, Instant::now() + WAIT)?;
+                if !exit.is_normal() {
+                    report.problem(format!("child {pid} ended with {exit}"));
+                }
             }
         }
         let applied = svc.book.tally.applied;
@@ -102,6 +116,14 @@ pub(super) fn master(name: &str, children: usize, count: u64) -> io::Result<Repo
         }
         Ok(())
     })
+}
+
+/// The child that `e` completed (its `count`-th update), if any.
+fn completed(e: Event, count: u64) -> Option<i32> {
+    match e {
+        Event::Applied { pid, kind: Kind::Steady, index } if index + 1 == count => Some(pid),
+        _ => None,
+    }
 }
 
 /// Waits until `children` have each written their ready byte.
