@@ -130,6 +130,8 @@ struct Sizes {
     /// its send times in one line on a pipe).
     flood_updates: u64,
     flood_pace: Duration,
+    /// Runs without and with the flooder, interleaved.
+    flood_reps: usize,
 }
 
 const FULL: Sizes = Sizes {
@@ -143,6 +145,7 @@ const FULL: Sizes = Sizes {
     flood_honest: 16,
     flood_updates: 1_000,
     flood_pace: Duration::from_millis(2),
+    flood_reps: 3,
 };
 
 const QUICK: Sizes = Sizes {
@@ -156,6 +159,7 @@ const QUICK: Sizes = Sizes {
     flood_honest: 16,
     flood_updates: 250,
     flood_pace: Duration::from_millis(2),
+    flood_reps: 1,
 };
 
 impl Sizes {
@@ -175,13 +179,15 @@ impl Sizes {
             "flood_honest": self.flood_honest,
             "flood_updates_per_child": self.flood_updates,
             "flood_pace_ms": self.flood_pace.as_secs_f64() * 1e3,
+            "flood_repetitions": self.flood_reps,
         })
     }
 
     fn describe(&self) -> String {
         format!(
             "volume {} children × {} updates; churn {} kills, {} victims at a time, {} survivors every 2 ms; \
-             master death {} cycles × {} children; flood {} honest children × {} updates every {} ms",
+             master death {} cycles × {} children; flood {} honest children × {} updates every {} ms, \
+             {} repetition(s) without and with the flooder, interleaved (medians)",
             self.volume_children,
             self.per_child(),
             self.churn_kills,
@@ -191,7 +197,8 @@ impl Sizes {
             self.death_children,
             self.flood_honest,
             self.flood_updates,
-            self.flood_pace.as_millis()
+            self.flood_pace.as_millis(),
+            self.flood_reps
         )
     }
 }
@@ -401,6 +408,7 @@ fn role_args(phase: Phase, name: &str, sizes: &Sizes, seed: u64) -> Vec<Vec<Stri
         ])],
         Phase::MasterDeath => Vec::new(),
         Phase::Flood => [0, 1]
+            .repeat(sizes.flood_reps)
             .into_iter()
             .map(|flooders| {
                 base(vec![
@@ -451,16 +459,18 @@ fn soak_one(
             Err(e) => error = Some(e),
         },
         Phase::Flood => {
-            let runs: Vec<Result<Value, String>> =
+            // Even runs without the flooder, odd ones with it.
+            let runs: Result<Vec<Value>, String> =
                 role_args(phase, name, sizes, seed).iter().map(|a| driver.role(a)).collect();
-            match (&runs[0], &runs[1]) {
-                (Ok(quiet), Ok(flooded)) => row.extend(report::flood_row(
-                    quiet,
-                    flooded,
-                    transport.caps().identity == Identity::Channel,
-                    !quick,
-                )),
-                (Err(e), _) | (_, Err(e)) => error = Some(e.clone()),
+            match runs {
+                Ok(runs) => {
+                    let (quiet, flooded): (Vec<_>, Vec<_>) =
+                        runs.into_iter().enumerate().partition(|(i, _)| i % 2 == 0);
+                    let strip = |v: Vec<(usize, Value)>| v.into_iter().map(|(_, r)| r).collect::<Vec<_>>();
+                    let per_child = transport.caps().identity == Identity::Channel;
+                    row.extend(report::flood_row(&strip(quiet), &strip(flooded), per_child, !quick));
+                }
+                Err(e) => error = Some(e),
             }
         }
     }
@@ -584,8 +594,8 @@ mod tests {
         for p in Phase::ALL {
             let roles = role_args(p, "x", &QUICK, 1);
             let expected = match p {
-                Phase::MasterDeath => 0, // the driver runs the cycles itself
-                Phase::Flood => 2,       // with and without the flooder
+                Phase::MasterDeath => 0,              // the driver runs the cycles itself
+                Phase::Flood => 2 * QUICK.flood_reps, // with and without the flooder
                 Phase::Volume | Phase::Churn => 1,
             };
             assert_eq!(roles.len(), expected, "{p:?}");

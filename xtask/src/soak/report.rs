@@ -12,63 +12,108 @@ use master_proto_transports::AnyTransport;
 use serde_json::{Map, Value, json};
 
 use super::Phase;
+use crate::stats::median;
 
 /// On a transport with a private channel per child, a flooder may raise
 /// an honest child's p99 delivery latency to at most this many times what
 /// it is without the flooder.
 pub(super) const FLOOD_RATIO_BOUND: f64 = 10.0;
 
-/// The figures of the flood phase's run without the flooder that its row
-/// shows beside the flooded run's, as `quiet_<name>`.
-const QUIET: &[&str] = &[
-    "p50_us",
-    "p99_us",
-    "max_us",
-    "sent",
-    "received",
-    "lost",
-    "delayed",
-    "master_busy_pct",
-    "master_runq_wait_ms",
-    "master_sleeps",
-    "master_preempted",
+/// How the flood phase's figures of several repetitions make one: the
+/// median (latencies, scheduling), the sum (counts) or the largest.
+#[derive(Clone, Copy)]
+enum Over {
+    Median,
+    Sum,
+    Max,
+}
+
+/// The flood phase's figures, and how repetitions combine them. The row
+/// has each for the flooded runs under its own name and for the runs
+/// without the flooder as `quiet_<name>`.
+const FLOOD: &[(&str, Over)] = &[
+    ("p50_us", Over::Median),
+    ("p99_us", Over::Median),
+    ("max_us", Over::Max),
+    ("sent", Over::Sum),
+    ("received", Over::Sum),
+    ("lost", Over::Sum),
+    ("delayed", Over::Sum),
+    ("torn", Over::Sum),
+    ("duplicated", Over::Sum),
+    ("late", Over::Sum),
+    ("table_mismatches", Over::Sum),
+    ("zombies", Over::Sum),
+    ("master_busy_pct", Over::Median),
+    ("master_runq_wait_ms", Over::Median),
+    ("master_sleeps", Over::Median),
+    ("master_preempted", Over::Median),
+    ("flooder_per_sec", Over::Median),
 ];
 
-/// The flood phase's row from its two runs: the flooded run's figures
-/// (resources included), the quiet run's latency, delivery and scheduling
-/// as `quiet_*`, both runs' problems, and the p99 ratio.
+fn combine(runs: &[Value], name: &str, over: Over) -> Option<f64> {
+    let v: Vec<f64> = runs.iter().filter_map(|r| r.get(name)?.as_f64()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    match over {
+        Over::Median => median(&v),
+        Over::Sum => Some(v.iter().sum()),
+        Over::Max => v.iter().copied().reduce(f64::max),
+    }
+}
+
+/// The flood phase's row from its runs without (`quiet`) and with the
+/// flooder (`flooded`), one of each per repetition: the figures combined
+/// as [`FLOOD`] says, each repetition's p99 (`p99_us_reps`,
+/// `quiet_p99_us_reps`), the last flooded run's resource figures, every
+/// run's problems, and the ratio of the median p99s.
 ///
 /// The latency rules (no honest update delayed beyond the bound, and where
 /// the channel is `per_child` a p99 ratio of at most
 /// [`FLOOD_RATIO_BOUND`]) are problems in a full run (`binding`); a quick
-/// run is too short and its machine too busy for tail latencies to mean
-/// much, so there they are only notes.
-pub(super) fn flood_row(quiet: &Value, flooded: &Value, per_child: bool, binding: bool) -> Map<String, Value> {
-    let mut row = flooded.as_object().cloned().unwrap_or_default();
-    let mut problems: Vec<Value> = row.get("problems").and_then(Value::as_array).cloned().unwrap_or_default();
-    let mut notes = Vec::new();
-    for name in QUIET {
-        if let Some(v) = quiet.get(name) {
-            row.insert(format!("quiet_{name}"), v.clone());
+/// run is too short, and its machine too busy, for its tail latencies to
+/// mean much, so there they are only notes.
+pub(super) fn flood_row(quiet: &[Value], flooded: &[Value], per_child: bool, binding: bool) -> Map<String, Value> {
+    let mut row = flooded.last().and_then(Value::as_object).cloned().unwrap_or_default();
+    let mut problems = Vec::new();
+    for (prefix, runs) in [("quiet_", quiet), ("", flooded)] {
+        for &(name, over) in FLOOD {
+            match combine(runs, name, over) {
+                Some(x) => row.insert(format!("{prefix}{name}"), json!(x)),
+                None => row.remove(&format!("{prefix}{name}")),
+            };
+        }
+        let reps: Vec<Value> = runs.iter().filter_map(|r| r.get("p99_us").cloned()).collect();
+        row.insert(format!("{prefix}p99_us_reps"), Value::Array(reps));
+        for p in runs.iter().filter_map(|r| r.get("problems")?.as_array()).flatten() {
+            let p = p.as_str().unwrap_or_default();
+            problems.push(json!(if prefix.is_empty() { p.to_owned() } else { format!("without the flooder: {p}") }));
         }
     }
-    for p in quiet.get("problems").and_then(Value::as_array).into_iter().flatten() {
-        problems.push(json!(format!("without the flooder: {}", p.as_str().unwrap_or_default())));
+    // The run with the worst honest update says what the master did then.
+    let worst = flooded.iter().max_by(|a, b| {
+        let m = |v: &Value| v.get("max_us").and_then(Value::as_f64).unwrap_or(0.0);
+        m(a).total_cmp(&m(b))
+    });
+    if let Some(w) = worst.and_then(|w| w.get("flood_read_during_worst")) {
+        row.insert("flood_read_during_worst".into(), w.clone());
     }
-    for (run, v) in [("without", quiet), ("with", flooded)] {
-        if let Some(n) = v.get("delayed").and_then(Value::as_u64)
-            && n > 0
+    row.insert("repetitions".into(), json!(flooded.len()));
+    let mut notes = Vec::new();
+    for (run, prefix) in [("without", "quiet_"), ("with", "")] {
+        if let Some(n) = row.get(&format!("{prefix}delayed")).and_then(Value::as_f64)
+            && n > 0.0
         {
             notes.push(format!("{n} honest updates {run} the flooder took longer than the delay bound"));
         }
     }
-    let p99 = |v: &Value| v.get("p99_us").and_then(Value::as_f64);
-    if let (Some(q), Some(f)) = (p99(quiet), p99(flooded)) {
+    if let (Some(q), Some(f)) = (f(&row, "quiet_p99_us"), f(&row, "p99_us")) {
         let ratio = f / q.max(1e-3);
         row.insert("p99_ratio".into(), json!(ratio));
         if per_child && ratio > FLOOD_RATIO_BOUND {
             notes.push(format!(
-                "the flooder raised the honest p99 {ratio:.1}× ({q:.0} → {f:.0} µs) on a per-child channel (bound {FLOOD_RATIO_BOUND}×)"
+                "the flooder raised the honest p99 {ratio:.1}× ({q:.0} → {f:.0} µs, medians) on a per-child channel (bound {FLOOD_RATIO_BOUND}×)"
             ));
         }
     }
@@ -113,6 +158,15 @@ fn rate(row: &Map<String, Value>, k: &str) -> String {
         Some(x) => format!("{x:.0}"),
         None => "—".to_owned(),
     }
+}
+
+/// A list of figures, comma-separated, without decimals.
+fn reps(row: &Map<String, Value>, k: &str) -> String {
+    let v: Vec<String> = get(row, k)
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_f64).map(|x| format!("{x:.0}")).collect())
+        .unwrap_or_default();
+    if v.is_empty() { "—".to_owned() } else { v.join(", ") }
 }
 
 fn name(row: &Map<String, Value>, k: &str) -> String {
@@ -224,19 +278,21 @@ pub(super) fn to_markdown(doc: &Value) -> String {
     );
     table(
         "flood — honest children's delivery latency, without and with a flooding child",
-        "| transport | channel | quiet p50 µs | quiet p99 µs | flooded p50 µs | flooded p99 µs | p99 ÷ quiet | lost | delayed | flooder updates/s | seconds |",
+        "| transport | channel | quiet p50 µs | quiet p99 µs | flooded p50 µs | flooded p99 µs | p99 ÷ quiet | p99 per repetition, quiet / flooded | lost | delayed | flooder updates/s | seconds |",
         of(Phase::Flood)
             .map(|r| {
                 let channel =
                     if get(r, "per_child").and_then(Value::as_bool) == Some(true) { "per child" } else { "shared" };
                 format!(
-                    "| {} | {channel} | {} | {} | {} | {} | {}× | {} | {} | {} | {} |{}",
+                    "| {} | {channel} | {} | {} | {} | {} | {}× | {} / {} | {} | {} | {} | {} |{}",
                     name(r, "transport"),
                     d(r, "quiet_p50_us", 0),
                     d(r, "quiet_p99_us", 0),
                     d(r, "p50_us", 0),
                     d(r, "p99_us", 0),
                     d(r, "p99_ratio", 1),
+                    reps(r, "quiet_p99_us_reps"),
+                    reps(r, "p99_us_reps"),
                     format_args!("{}+{}", n(r, "quiet_lost"), n(r, "lost")),
                     format_args!("{}+{}", n(r, "quiet_delayed"), n(r, "delayed")),
                     rate(r, "flooder_per_sec"),
@@ -584,11 +640,12 @@ mod tests {
 
     #[test]
     fn the_flood_ratio_binds_per_child_channels_only() {
-        let quiet = json!({ "p99_us": 100.0, "problems": [] });
-        let flooded = json!({ "p99_us": 2000.0, "problems": [] });
+        let quiet = [json!({ "p99_us": 100.0, "problems": [] }), json!({ "p99_us": 300.0, "problems": [] })];
+        let flooded = [json!({ "p99_us": 2000.0, "problems": [] }), json!({ "p99_us": 6000.0, "problems": [] })];
         let shared = flood_row(&quiet, &flooded, false, true);
         assert_eq!(shared["problems"], json!([]));
-        assert_eq!(shared["p99_ratio"], json!(20.0));
+        assert_eq!(shared["p99_ratio"], json!(20.0), "medians: 4000 / 200");
+        assert_eq!(shared["quiet_p99_us_reps"], json!([100.0, 300.0]));
         let private = flood_row(&quiet, &flooded, true, true);
         assert_eq!(private["problems"].as_array().map(Vec::len), Some(1), "{private:?}");
         let quick = flood_row(&quiet, &flooded, true, false);
