@@ -18,7 +18,7 @@
 //! The victim masters die, so the resource figures of this phase are the
 //! driver's own, before and after all the cycles.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Write as _};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::process::{Command, Stdio};
@@ -52,14 +52,14 @@ const LOADER_PACE: Duration = Duration::from_millis(1);
 pub(super) fn victim(name: &str, children: usize) -> io::Result<()> {
     let mut svc = Service::open(name)?;
     let mut out = io::stdout().lock();
-    let mut waiting = HashMap::new();
+    let mut waiting = HashSet::new();
     for i in 0..children {
         let behaviour =
             if i % 2 == 0 { Behaviour::Flood } else { Behaviour::Paced { pace: LOADER_PACE, count: 0, times: false } };
         let args = ChildArgs { behaviour, stop_on_eof: false, go: false };
         let child = svc.spawn(args, Kind::Loader, Stdio::null(), Stdio::null())?;
         writeln!(out, "child {}", child.id())?;
-        waiting.insert(i32::try_from(child.id()).map_err(io::Error::other)?, ());
+        waiting.insert(i32::try_from(child.id()).map_err(io::Error::other)?);
     }
     out.flush()?;
     let deadline = Instant::now() + WAIT;

@@ -66,7 +66,7 @@ death (masters SIGKILLed under load), a flooding child, and each phase's
 resources. Prints one Markdown table per phase; exits with failure if any
 phase breaks one of its rules.
 
-  --quick            the CI size (about a minute)
+  --quick            the CI size (seconds, where a full run takes minutes)
   --json PATH        also write the results as JSON
   --seed N           the seed of the random kill moments (default: the clock)
   --transport NAME   run only this transport (repeatable)
