@@ -9,7 +9,6 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use master_proto::Transport;
 use master_proto_conformance::cases::expected_sender;
 use master_proto_transports::{AnyTransport, NAMES};
 
