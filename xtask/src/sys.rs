@@ -1,6 +1,12 @@
 //! The few system facts the tasks need: a clock shared by processes,
-//! bounded waits, CPU pinning, memory and descriptors from /proc, a
-//! process's children, and the machine's description.
+//! bounded waits, CPU pinning and priority, memory and descriptors from
+//! /proc, a process's children, and the machine's description.
+//!
+//! # Safety
+//!
+//! One unsafe call: `setpriority(2)` (see [`nice`]), which takes integers
+//! and touches no memory of ours.
+#![allow(unsafe_code)] // Safety: one setpriority(2) call, integers only.
 
 use std::io;
 use std::os::fd::BorrowedFd;
@@ -45,6 +51,15 @@ pub(crate) fn pin(cpu: usize) -> io::Result<()> {
     set.set(cpu)?;
     sched_setaffinity(Pid::from_raw(0), &set)?;
     Ok(())
+}
+
+/// Sets this process's nice value to `nice` (higher is a lower priority;
+/// an unprivileged process may only raise it).
+pub(crate) fn nice(nice: i32) -> io::Result<()> {
+    // SAFETY: setpriority takes integers and touches no memory; `which`
+    // and `who` name this very process.
+    let rc = unsafe { nix::libc::setpriority(nix::libc::PRIO_PROCESS, 0, nice) };
+    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 
 /// The number of CPUs this process may run on.

@@ -23,7 +23,8 @@
 //! asked) on stdout and exits 0, as it does after its count. With
 //! neither, stdin is never looked at: only the master's death stops the
 //! child (the master-death phase's orphans, churn's victims, which are
-//! killed first).
+//! killed first). With a `nice` value, the child lowers its own priority
+//! to it first (the flood phase's niced flooder).
 //!
 //! # Errors
 //!
@@ -83,6 +84,8 @@ pub(super) struct ChildArgs {
     pub(super) stop_on_eof: bool,
     /// Whether it waits for end of file on stdin before it starts.
     pub(super) go: bool,
+    /// The nice value it runs at (0: as its master).
+    pub(super) nice: i32,
 }
 
 impl ChildArgs {
@@ -109,6 +112,9 @@ impl ChildArgs {
         if self.go {
             a.push("--go".into());
         }
+        if self.nice != 0 {
+            a.extend(["--nice".into(), self.nice.to_string()]);
+        }
         a
     }
 
@@ -120,6 +126,7 @@ impl ChildArgs {
         times: bool,
         stop_on_eof: bool,
         go: bool,
+        nice: i32,
     ) -> io::Result<ChildArgs> {
         let behaviour = match name {
             "steady" => Behaviour::Steady { count },
@@ -127,7 +134,7 @@ impl ChildArgs {
             "paced" => Behaviour::Paced { pace: Duration::from_micros(pace_us), count, times },
             other => return Err(io::Error::other(format!("no child behaviour {other:?}"))),
         };
-        Ok(ChildArgs { behaviour, stop_on_eof, go })
+        Ok(ChildArgs { behaviour, stop_on_eof, go, nice })
     }
 }
 
@@ -162,6 +169,9 @@ fn send(sink: &AnySink, k: u64) -> io::Result<bool> {
 
 /// Runs a child role; returns the process's exit code.
 pub(super) fn main(args: ChildArgs) -> io::Result<i32> {
+    if args.nice != 0 {
+        sys::nice(args.nice)?;
+    }
     let mut env = ChildEnv::from_process().map_err(io::Error::other)?;
     let sink = sink_from_env(&mut env).map_err(io::Error::other)?;
     let stdin = io::stdin();
@@ -255,12 +265,13 @@ mod tests {
     #[test]
     fn child_args_round_trip_through_the_command_line() {
         for args in [
-            ChildArgs { behaviour: Behaviour::Steady { count: 7 }, stop_on_eof: false, go: false },
-            ChildArgs { behaviour: Behaviour::Flood, stop_on_eof: true, go: false },
+            ChildArgs { behaviour: Behaviour::Steady { count: 7 }, stop_on_eof: false, go: false, nice: 0 },
+            ChildArgs { behaviour: Behaviour::Flood, stop_on_eof: true, go: false, nice: 19 },
             ChildArgs {
                 behaviour: Behaviour::Paced { pace: Duration::from_micros(2500), count: 0, times: true },
                 stop_on_eof: false,
                 go: true,
+                nice: 0,
             },
         ] {
             let line = args.to_args();
@@ -272,6 +283,7 @@ mod tests {
                 line.iter().any(|a| a == "--times"),
                 line.iter().any(|a| a == "--stop-on-eof"),
                 line.iter().any(|a| a == "--go"),
+                get("--nice").map_or(0, |n| n.parse().expect("nice")),
             )
             .expect("parse");
             assert_eq!(parsed, args);

@@ -72,7 +72,7 @@ pub(super) fn master(name: &str, kills: u64, victims: usize, survivors: usize, s
         let start = Instant::now();
         // Victims first: a survivor's gaps count from its first update, and
         // the master reads nothing while it spawns.
-        let flood = ChildArgs { behaviour: Behaviour::Flood, stop_on_eof: false, go: false };
+        let flood = ChildArgs { behaviour: Behaviour::Flood, stop_on_eof: false, go: false, nice: 0 };
         let mut pool: HashMap<i32, Victim> = HashMap::new();
         let mut spawned = 0u64;
         let spawn_victim = |svc: &mut Service, pool: &mut HashMap<i32, Victim>, spawned: &mut u64| {
@@ -90,6 +90,7 @@ pub(super) fn master(name: &str, kills: u64, victims: usize, survivors: usize, s
             behaviour: Behaviour::Paced { pace: SURVIVOR_PACE, count: 0, times: false },
             stop_on_eof: true,
             go: false,
+            nice: 0,
         };
         let mut alive: HashMap<i32, Survivor> = HashMap::new();
         for _ in 0..survivors {

@@ -56,7 +56,7 @@ pub(super) fn victim(name: &str, children: usize) -> io::Result<()> {
     for i in 0..children {
         let behaviour =
             if i % 2 == 0 { Behaviour::Flood } else { Behaviour::Paced { pace: LOADER_PACE, count: 0, times: false } };
-        let args = ChildArgs { behaviour, stop_on_eof: false, go: false };
+        let args = ChildArgs { behaviour, stop_on_eof: false, go: false, nice: 0 };
         let child = svc.spawn(args, Kind::Loader, Stdio::null(), Stdio::null())?;
         writeln!(out, "child {}", child.id())?;
         waiting.insert(i32::try_from(child.id()).map_err(io::Error::other)?);

@@ -2,11 +2,14 @@
 //! honest children report every few milliseconds; the honest children's
 //! delivery latency, with the flooder and without.
 //!
-//! A master role runs one of the two: with `--flooders 1` it spawns the
-//! flooder first and waits for its first update (the channel is flooded
-//! from then on), then spawns the honest children; with `--flooders 0`
-//! only the honest children. The honest children start together, once
-//! all are spawned. Each honest child sends `count` updates, one
+//! A master role runs one [`Variant`]: without a flooder (`quiet`), with
+//! one (`flooded`), or with one that runs at nice [`NICE`] (`niced`): it
+//! spawns the flooder first and waits for its first update (the channel is
+//! flooded from then on), then the honest children, which start together
+//! once all are spawned. The niced run tells the channel's share of the
+//! flooder's effect from the CPU's: a flooder that cannot take CPU time
+//! from the master and the honest children still fills whatever it shares
+//! with them. Each honest child sends `count` updates, one
 //! every `pace`, taking CLOCK_MONOTONIC right before each notify; it
 //! reports those times on stdout when done. The master takes the clock when
 //! it reads each honest update: every transport delivers in per-child
@@ -42,14 +45,48 @@ use crate::sys;
 /// reads at hundreds of thousands a second: a few tens of milliseconds.
 pub(super) const DELAY_BOUND: Duration = Duration::from_millis(100);
 
-/// Runs one side of the phase on transport `name`: `honest` children,
-/// `count` updates each, one every `pace`, beside a flooder if `flooded`.
-pub(super) fn master(name: &str, honest: usize, count: u64, pace: Duration, flooded: bool) -> io::Result<Report> {
+/// The nice value of the niced flooder: the lowest priority.
+pub(super) const NICE: i32 = 19;
+
+/// One run of the phase.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Variant {
+    /// No flooder.
+    Quiet,
+    /// A flooder at the priority of the others.
+    Flooded,
+    /// A flooder at nice [`NICE`].
+    Niced,
+}
+
+impl Variant {
+    /// The runs of one repetition, in the order they run.
+    pub(super) const ALL: [Variant; 3] = [Variant::Quiet, Variant::Flooded, Variant::Niced];
+
+    /// The variant's name (`--flooder NAME`).
+    pub(super) const fn name(self) -> &'static str {
+        match self {
+            Variant::Quiet => "quiet",
+            Variant::Flooded => "flooded",
+            Variant::Niced => "niced",
+        }
+    }
+
+    /// The variant called `name`.
+    pub(super) fn from_name(name: &str) -> Option<Variant> {
+        Variant::ALL.into_iter().find(|v| v.name() == name)
+    }
+}
+
+/// Runs one variant of the phase on transport `name`: `honest` children,
+/// `count` updates each, one every `pace`.
+pub(super) fn master(name: &str, honest: usize, count: u64, pace: Duration, variant: Variant) -> io::Result<Report> {
     service::run(name, |svc, report| {
         let mut flooder = None;
-        if flooded {
+        if variant != Variant::Quiet {
             let (stop_read, stop_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
-            let args = ChildArgs { behaviour: Behaviour::Flood, stop_on_eof: true, go: false };
+            let nice = if variant == Variant::Niced { NICE } else { 0 };
+            let args = ChildArgs { behaviour: Behaviour::Flood, stop_on_eof: true, go: false, nice };
             let mut child = svc.spawn(args, Kind::Flooder, Stdio::from(stop_read), Stdio::piped())?;
             let stdout = OwnedFd::from(child.stdout.take().ok_or_else(|| io::Error::other("no stdout"))?);
             let pid = i32::try_from(child.id()).map_err(io::Error::other)?;
@@ -61,7 +98,12 @@ pub(super) fn master(name: &str, honest: usize, count: u64, pace: Duration, floo
         // The honest children start together once all are spawned: the
         // master reads nothing while it spawns.
         let (go_read, go_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
-        let args = ChildArgs { behaviour: Behaviour::Paced { pace, count, times: true }, stop_on_eof: false, go: true };
+        let args = ChildArgs {
+            behaviour: Behaviour::Paced { pace, count, times: true },
+            stop_on_eof: false,
+            go: true,
+            nice: 0,
+        };
         let mut children = Vec::with_capacity(honest);
         // Each honest update's arrival: when, and how many flood updates
         // the master had read by then.

@@ -12,8 +12,9 @@
 //!   reap);
 //! - [`death`]: masters SIGKILLed under load, a new one started each time
 //!   (every orphan exits by itself within a bound);
-//! - [`flood`]: honest children's delivery latency with and without a
-//!   flooding neighbour;
+//! - [`flood`]: honest children's delivery latency without a flooding
+//!   neighbour, with one, and with one at nice 19 (which tells what the
+//!   channel does from what the CPU does);
 //!
 //! and, for every phase, the resources of its master: descriptors and
 //! memory before and after (no growth once its children are reaped), and
@@ -130,7 +131,7 @@ struct Sizes {
     /// its send times in one line on a pipe).
     flood_updates: u64,
     flood_pace: Duration,
-    /// Runs without and with the flooder, interleaved.
+    /// Runs without the flooder, with it, and with it niced, interleaved.
     flood_reps: usize,
 }
 
@@ -187,7 +188,7 @@ impl Sizes {
         format!(
             "volume {} children × {} updates; churn {} kills, {} victims at a time, {} survivors every 2 ms; \
              master death {} cycles × {} children; flood {} honest children × {} updates every {} ms, \
-             {} repetition(s) without and with the flooder, interleaved (medians)",
+             {} repetition(s) without the flooder, with it, and with it at nice 19, interleaved (medians)",
             self.volume_children,
             self.per_child(),
             self.churn_kills,
@@ -255,11 +256,12 @@ struct Options {
     count: u64,
     kills: u64,
     survivors: usize,
-    flooders: usize,
+    flooder: Option<String>,
     pace_us: u64,
     times: bool,
     stop_on_eof: bool,
     go: bool,
+    nice: i32,
 }
 
 fn parse(args: Vec<OsString>) -> Result<Options, lexopt::Error> {
@@ -283,7 +285,8 @@ fn parse(args: Vec<OsString>) -> Result<Options, lexopt::Error> {
             Long("count") => o.count = p.value()?.parse()?,
             Long("kills") => o.kills = p.value()?.parse()?,
             Long("survivors") => o.survivors = p.value()?.parse()?,
-            Long("flooders") => o.flooders = p.value()?.parse()?,
+            Long("flooder") => o.flooder = Some(p.value()?.string()?),
+            Long("nice") => o.nice = p.value()?.parse()?,
             Long("pace-us") => o.pace_us = p.value()?.parse()?,
             Long("times") => o.times = true,
             Long("stop-on-eof") => o.stop_on_eof = true,
@@ -354,7 +357,15 @@ fn role_main(role: &str, o: &Options) -> ExitCode {
     let result = (|| -> io::Result<i32> {
         if role == "child" {
             let name = o.child.as_deref().ok_or_else(|| io::Error::other("no --child"))?;
-            return child::main(child::ChildArgs::from_parts(name, o.count, o.pace_us, o.times, o.stop_on_eof, o.go)?);
+            return child::main(child::ChildArgs::from_parts(
+                name,
+                o.count,
+                o.pace_us,
+                o.times,
+                o.stop_on_eof,
+                o.go,
+                o.nice,
+            )?);
         }
         if role != "master" {
             return Err(io::Error::other(format!("no role {role}")));
@@ -369,7 +380,12 @@ fn role_main(role: &str, o: &Options) -> ExitCode {
                 death::victim(name, o.children)?;
                 return Ok(1);
             }
-            Phase::Flood => flood::master(name, o.children, o.count, Duration::from_micros(o.pace_us), o.flooders > 0)?,
+            Phase::Flood => {
+                let v = o.flooder.as_deref().unwrap_or("quiet");
+                let variant =
+                    flood::Variant::from_name(v).ok_or_else(|| io::Error::other(format!("no flooder {v:?}")))?;
+                flood::master(name, o.children, o.count, Duration::from_micros(o.pace_us), variant)?
+            }
         };
         let mut out = io::stdout().lock();
         writeln!(out, "{}", report.into_json())?;
@@ -407,10 +423,10 @@ fn role_args(phase: Phase, name: &str, sizes: &Sizes, seed: u64) -> Vec<Vec<Stri
             s(&sizes.churn_survivors),
         ])],
         Phase::MasterDeath => Vec::new(),
-        Phase::Flood => [0, 1]
+        Phase::Flood => flood::Variant::ALL
             .repeat(sizes.flood_reps)
             .into_iter()
-            .map(|flooders| {
+            .map(|variant| {
                 base(vec![
                     "--children".into(),
                     s(&sizes.flood_honest),
@@ -418,8 +434,8 @@ fn role_args(phase: Phase, name: &str, sizes: &Sizes, seed: u64) -> Vec<Vec<Stri
                     s(&sizes.flood_updates),
                     "--pace-us".into(),
                     s(&sizes.flood_pace.as_micros()),
-                    "--flooders".into(),
-                    s(&flooders),
+                    "--flooder".into(),
+                    variant.name().into(),
                 ])
             })
             .collect(),
@@ -459,16 +475,15 @@ fn soak_one(
             Err(e) => error = Some(e),
         },
         Phase::Flood => {
-            // Even runs without the flooder, odd ones with it.
+            // The variants in turn, repetition after repetition.
             let runs: Result<Vec<Value>, String> =
                 role_args(phase, name, sizes, seed).iter().map(|a| driver.role(a)).collect();
             match runs {
                 Ok(runs) => {
-                    let (quiet, flooded): (Vec<_>, Vec<_>) =
-                        runs.into_iter().enumerate().partition(|(i, _)| i % 2 == 0);
-                    let strip = |v: Vec<(usize, Value)>| v.into_iter().map(|(_, r)| r).collect::<Vec<_>>();
+                    let n = flood::Variant::ALL.len();
+                    let of = |k: usize| runs.iter().skip(k).step_by(n).cloned().collect::<Vec<_>>();
                     let per_child = transport.caps().identity == Identity::Channel;
-                    row.extend(report::flood_row(&strip(quiet), &strip(flooded), per_child, !quick));
+                    row.extend(report::flood_row(&of(0), &of(1), &of(2), per_child, !quick));
                 }
                 Err(e) => error = Some(e),
             }
@@ -595,7 +610,7 @@ mod tests {
             let roles = role_args(p, "x", &QUICK, 1);
             let expected = match p {
                 Phase::MasterDeath => 0,              // the driver runs the cycles itself
-                Phase::Flood => 2 * QUICK.flood_reps, // with and without the flooder
+                Phase::Flood => 3 * QUICK.flood_reps, // quiet, flooded, niced
                 Phase::Volume | Phase::Churn => 1,
             };
             assert_eq!(roles.len(), expected, "{p:?}");

@@ -63,21 +63,29 @@ fn combine(runs: &[Value], name: &str, over: Over) -> Option<f64> {
     }
 }
 
-/// The flood phase's row from its runs without (`quiet`) and with the
-/// flooder (`flooded`), one of each per repetition: the figures combined
-/// as [`FLOOD`] says, each repetition's p99 (`p99_us_reps`,
-/// `quiet_p99_us_reps`), the last flooded run's resource figures, every
-/// run's problems, and the ratio of the median p99s.
+/// The flood phase's row from its runs without the flooder (`quiet`),
+/// with it (`flooded`) and with it niced (`niced`), one of each per
+/// repetition: the figures combined as [`FLOOD`] says (flooded under their
+/// own names, the others as `quiet_*` and `niced_*`), each repetition's
+/// p99 (`p99_us_reps`, ...), the last flooded run's resource figures,
+/// every run's problems, and the ratios of the median p99s to the quiet
+/// one (`p99_ratio`, `niced_p99_ratio`).
 ///
 /// The latency rules (no honest update delayed beyond the bound, and where
 /// the channel is `per_child` a p99 ratio of at most
 /// [`FLOOD_RATIO_BOUND`]) are problems in a full run (`binding`); a quick
 /// run is too short, and its machine too busy, for its tail latencies to
 /// mean much, so there they are only notes.
-pub(super) fn flood_row(quiet: &[Value], flooded: &[Value], per_child: bool, binding: bool) -> Map<String, Value> {
+pub(super) fn flood_row(
+    quiet: &[Value],
+    flooded: &[Value],
+    niced: &[Value],
+    per_child: bool,
+    binding: bool,
+) -> Map<String, Value> {
     let mut row = flooded.last().and_then(Value::as_object).cloned().unwrap_or_default();
     let mut problems = Vec::new();
-    for (prefix, runs) in [("quiet_", quiet), ("", flooded)] {
+    for (prefix, runs) in [("quiet_", quiet), ("", flooded), ("niced_", niced)] {
         for &(name, over) in FLOOD {
             match combine(runs, name, over) {
                 Some(x) => row.insert(format!("{prefix}{name}"), json!(x)),
@@ -88,7 +96,11 @@ pub(super) fn flood_row(quiet: &[Value], flooded: &[Value], per_child: bool, bin
         row.insert(format!("{prefix}p99_us_reps"), Value::Array(reps));
         for p in runs.iter().filter_map(|r| r.get("problems")?.as_array()).flatten() {
             let p = p.as_str().unwrap_or_default();
-            problems.push(json!(if prefix.is_empty() { p.to_owned() } else { format!("without the flooder: {p}") }));
+            problems.push(json!(match prefix {
+                "quiet_" => format!("without the flooder: {p}"),
+                "niced_" => format!("with the niced flooder: {p}"),
+                _ => p.to_owned(),
+            }));
         }
     }
     // The run with the worst honest update says what the master did then.
@@ -101,12 +113,17 @@ pub(super) fn flood_row(quiet: &[Value], flooded: &[Value], per_child: bool, bin
     }
     row.insert("repetitions".into(), json!(flooded.len()));
     let mut notes = Vec::new();
-    for (run, prefix) in [("without", "quiet_"), ("with", "")] {
+    for (run, prefix) in
+        [("without the flooder", "quiet_"), ("with the flooder", ""), ("with the niced flooder", "niced_")]
+    {
         if let Some(n) = row.get(&format!("{prefix}delayed")).and_then(Value::as_f64)
             && n > 0.0
         {
-            notes.push(format!("{n} honest updates {run} the flooder took longer than the delay bound"));
+            notes.push(format!("{n} honest updates {run} took longer than the delay bound"));
         }
+    }
+    if let (Some(q), Some(n)) = (f(&row, "quiet_p99_us"), f(&row, "niced_p99_us")) {
+        row.insert("niced_p99_ratio".into(), json!(n / q.max(1e-3)));
     }
     if let (Some(q), Some(f)) = (f(&row, "quiet_p99_us"), f(&row, "p99_us")) {
         let ratio = f / q.max(1e-3);
@@ -276,26 +293,35 @@ pub(super) fn to_markdown(doc: &Value) -> String {
             })
             .collect(),
     );
+    let three = |r: &Map<String, Value>, k: &str, digits: usize| {
+        format!(
+            "{} / {} / {}",
+            d(r, &format!("quiet_{k}"), digits),
+            d(r, k, digits),
+            d(r, &format!("niced_{k}"), digits)
+        )
+    };
     table(
-        "flood — honest children's delivery latency, without and with a flooding child",
-        "| transport | channel | quiet p50 µs | quiet p99 µs | flooded p50 µs | flooded p99 µs | p99 ÷ quiet | p99 per repetition, quiet / flooded | lost | delayed | flooder updates/s | seconds |",
+        "flood — honest children's delivery latency: quiet / flooded / flooder at nice 19",
+        "| transport | channel | p50 µs | p99 µs | p99 ÷ quiet | p99 per repetition | lost | delayed | flooder updates/s, niced | seconds |",
         of(Phase::Flood)
             .map(|r| {
                 let channel =
                     if get(r, "per_child").and_then(Value::as_bool) == Some(true) { "per child" } else { "shared" };
                 format!(
-                    "| {} | {channel} | {} | {} | {} | {} | {}× | {} / {} | {} | {} | {} | {} |{}",
+                    "| {} | {channel} | {} | {} | {}× / {}× | {} / {} / {} | {} | {} | {}, {} | {} |{}",
                     name(r, "transport"),
-                    d(r, "quiet_p50_us", 0),
-                    d(r, "quiet_p99_us", 0),
-                    d(r, "p50_us", 0),
-                    d(r, "p99_us", 0),
+                    three(r, "p50_us", 0),
+                    three(r, "p99_us", 0),
                     d(r, "p99_ratio", 1),
+                    d(r, "niced_p99_ratio", 1),
                     reps(r, "quiet_p99_us_reps"),
                     reps(r, "p99_us_reps"),
-                    format_args!("{}+{}", n(r, "quiet_lost"), n(r, "lost")),
-                    format_args!("{}+{}", n(r, "quiet_delayed"), n(r, "delayed")),
+                    reps(r, "niced_p99_us_reps"),
+                    format_args!("{}+{}+{}", n(r, "quiet_lost"), n(r, "lost"), n(r, "niced_lost")),
+                    format_args!("{}+{}+{}", n(r, "quiet_delayed"), n(r, "delayed"), n(r, "niced_delayed")),
                     rate(r, "flooder_per_sec"),
+                    rate(r, "niced_flooder_per_sec"),
                     d(r, "seconds", 1),
                     failed(r)
                 )
@@ -303,23 +329,18 @@ pub(super) fn to_markdown(doc: &Value) -> String {
             .collect(),
     );
     table(
-        "flood — how the master was scheduled while the honest children ran, without / with the flooder",
+        "flood — how the master was scheduled while the honest children ran: quiet / flooded / flooder at nice 19",
         "| transport | master on a CPU % | waiting for a CPU ms | sleeps | preempted | worst honest µs | flood read while it waited |",
         of(Phase::Flood)
             .map(|r| {
                 format!(
-                    "| {} | {} / {} | {} / {} | {} / {} | {} / {} | {} / {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} | {} |",
                     name(r, "transport"),
-                    d(r, "quiet_master_busy_pct", 0),
-                    d(r, "master_busy_pct", 0),
-                    d(r, "quiet_master_runq_wait_ms", 0),
-                    d(r, "master_runq_wait_ms", 0),
-                    n(r, "quiet_master_sleeps"),
-                    n(r, "master_sleeps"),
-                    n(r, "quiet_master_preempted"),
-                    n(r, "master_preempted"),
-                    d(r, "quiet_max_us", 0),
-                    d(r, "max_us", 0),
+                    three(r, "master_busy_pct", 0),
+                    three(r, "master_runq_wait_ms", 0),
+                    three(r, "master_sleeps", 0),
+                    three(r, "master_preempted", 0),
+                    three(r, "max_us", 0),
                     n(r, "flood_read_during_worst"),
                 )
             })
@@ -459,6 +480,7 @@ const ZERO: &[&str] = &[
     "torn",
     "duplicated",
     "quiet_lost",
+    "niced_lost",
     "wedges",
     "table_mismatches",
     "orphans_failed",
@@ -522,7 +544,7 @@ pub(super) fn check_rows(doc: &Value) -> Result<(), Vec<String>> {
             {
                 problems.push(format!("{at}: p99_ratio is {r:.1}, bound {FLOOD_RATIO_BOUND}"));
             }
-            for k in ["delayed", "quiet_delayed"] {
+            for k in ["delayed", "quiet_delayed", "niced_delayed"] {
                 if let Some(x) = f(row, k)
                     && x != 0.0
                 {
@@ -642,13 +664,15 @@ mod tests {
     fn the_flood_ratio_binds_per_child_channels_only() {
         let quiet = [json!({ "p99_us": 100.0, "problems": [] }), json!({ "p99_us": 300.0, "problems": [] })];
         let flooded = [json!({ "p99_us": 2000.0, "problems": [] }), json!({ "p99_us": 6000.0, "problems": [] })];
-        let shared = flood_row(&quiet, &flooded, false, true);
+        let niced = [json!({ "p99_us": 150.0, "problems": [] })];
+        let shared = flood_row(&quiet, &flooded, &niced, false, true);
         assert_eq!(shared["problems"], json!([]));
         assert_eq!(shared["p99_ratio"], json!(20.0), "medians: 4000 / 200");
         assert_eq!(shared["quiet_p99_us_reps"], json!([100.0, 300.0]));
-        let private = flood_row(&quiet, &flooded, true, true);
+        assert_eq!(shared["niced_p99_ratio"], json!(0.75));
+        let private = flood_row(&quiet, &flooded, &niced, true, true);
         assert_eq!(private["problems"].as_array().map(Vec::len), Some(1), "{private:?}");
-        let quick = flood_row(&quiet, &flooded, true, false);
+        let quick = flood_row(&quiet, &flooded, &niced, true, false);
         assert_eq!(quick["problems"], json!([]));
         assert_eq!(quick["notes"].as_array().map(Vec::len), Some(1), "{quick:?}");
     }

@@ -28,7 +28,7 @@ pub(super) fn master(name: &str, children: usize, count: u64) -> io::Result<Repo
     service::run(name, |svc, report| {
         let (go_read, go_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
         let (ready_read, ready_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
-        let args = ChildArgs { behaviour: Behaviour::Steady { count }, stop_on_eof: false, go: false };
+        let args = ChildArgs { behaviour: Behaviour::Steady { count }, stop_on_eof: false, go: false, nice: 0 };
         let mut pids = Vec::with_capacity(children);
         for _ in 0..children {
             let stdin = Stdio::from(go_read.try_clone()?);
