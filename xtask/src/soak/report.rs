@@ -213,6 +213,18 @@ pub(super) fn to_markdown(doc: &Value) -> String {
         b["wedge_ms"], b["orphan_ms"], b["delay_ms"], b["rss_growth_kib"], b["flood_p99_ratio"]
     );
     let all = rows(doc);
+    let spent: Vec<String> = Phase::ALL
+        .iter()
+        .filter_map(|p| {
+            let secs: Vec<f64> = all
+                .iter()
+                .filter(|r| r.get("phase").and_then(Value::as_str) == Some(p.name()))
+                .filter_map(|r| f(r, "seconds"))
+                .collect();
+            (!secs.is_empty()).then(|| format!("{} {:.0} s", p.name(), secs.iter().sum::<f64>()))
+        })
+        .collect();
+    let _ = writeln!(s, "Time per phase, every transport: {}.", spent.join(", "));
     let of = |p: Phase| all.iter().filter(move |r| r.get("phase").and_then(Value::as_str) == Some(p.name()));
     let failed = |r: &Map<String, Value>| {
         r.get("error").and_then(Value::as_str).map(|e| format!(" failed: {}", e.replace('|', "/"))).unwrap_or_default()
