@@ -51,9 +51,11 @@
 //! | – | `declared_capabilities_are_honest` | identity, delivery, framing, back-pressure, `thread_safe_sink`, `postfix_wire` |
 //!
 //! Cases 16-17 need the cargo feature `tokio` and 18-19 the feature `mio`
-//! (both on by default; the transport crates' own tests use this crate
-//! without them). [`conformance_suite!`] instantiates them when this crate
-//! was built with them, whoever expands it.
+//! (both off by default, so that the transport crates' own tests, which use
+//! this crate as their test kit, and memfd's loom build do not build tokio;
+//! the facade turns both on for the suite). [`conformance_suite!`]
+//! instantiates them when this crate was built with them, whoever expands
+//! it.
 //!
 //! Each case reads the transport's [`Caps`](master_proto::Caps) and checks
 //! that promise; where a promise makes a case moot it returns early, saying

@@ -509,7 +509,7 @@ fn a_flooding_child_gets_a_bounded_share_of_each_wake_up() {
     // where a channel read until empty would take them all, and more as
     // the flooder refills it: a flood on a shared channel never keeps the
     // supervisor from its other work.
-    let transport = AnyTransport::from_name("pipe").expect("pipe is built here");
+    let transport = AnyTransport::from(master_proto_transports::flavours::Pipe);
     let (mut d, id) = one_service(&ctx, role::FLOOD, Supervisor::new().unwrap(), |b| b.transport(transport));
     let _client = std::net::TcpStream::connect(tcp_addr(&d.sup, id)).expect("connect");
     let pid = d.until_event("the flooder's spawn", 0, |e| match e {

@@ -26,11 +26,11 @@ mod plot;
 mod report;
 mod roles;
 mod subjects;
-mod sys;
 
 #[cfg(feature = "peers")]
 mod peers;
 
+use crate::sys;
 use report::{RunInfo, Runs};
 use roles::RoleArgs;
 use subjects::{Subject, Workload};
@@ -162,7 +162,10 @@ pub(crate) fn main(args: Vec<OsString>) -> ExitCode {
     }
     match o.role.as_deref() {
         Some(role) => role_main(role, &o),
-        None if cfg!(debug_assertions) => release(&args),
+        None if cfg!(debug_assertions) => {
+            let features: &[&str] = if cfg!(feature = "peers") { &["peers"] } else { &[] };
+            crate::release::rerun("bench", &args, features)
+        }
         None => match run(&o) {
             Ok(code) => code,
             Err(e) => {
@@ -170,31 +173,6 @@ pub(crate) fn main(args: Vec<OsString>) -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-    }
-}
-
-/// Re-runs this task as a release build: a debug build measures nothing
-/// worth reporting.
-fn release(args: &[OsString]) -> ExitCode {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
-    let mut cmd = Command::new(cargo);
-    cmd.args(["run", "--quiet", "--release", "--manifest-path"]).arg(manifest);
-    if cfg!(feature = "peers") {
-        cmd.args(["--features", "peers"]);
-    }
-    cmd.args(["--", "bench"]).args(args);
-    eprintln!("cargo xtask bench: measuring a release build (cargo run --release -p xtask -- bench ...)");
-    match cmd.status() {
-        Ok(s) if s.success() => ExitCode::SUCCESS,
-        Ok(s) => {
-            eprintln!("cargo xtask bench: the release build exited with {s}");
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            eprintln!("cargo xtask bench: cannot run cargo: {e}");
-            ExitCode::FAILURE
-        }
     }
 }
 

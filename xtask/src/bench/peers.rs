@@ -203,7 +203,7 @@ fn quiet_iceoryx2() {
 fn open_iceoryx2() -> io::Result<Box<dyn Master>> {
     quiet_iceoryx2();
     let node = NodeBuilder::new().create::<Ipc>().map_err(err)?;
-    let name = format!("master-proto-bench/{}/{}", std::process::id(), super::sys::mono_ns());
+    let name = format!("master-proto-bench/{}/{}", std::process::id(), crate::sys::mono_ns());
     let (pubsub, event) = iceoryx_services(&node, &name)?;
     let subscriber = pubsub.subscriber_builder().create().map_err(err)?;
     let listener = event.listener_builder().create().map_err(err)?;

@@ -11,7 +11,8 @@ use std::fmt::Write as _;
 use serde_json::{Map, Value, json};
 
 use super::subjects::{self, Kind, Subject, Workload};
-use super::sys::Machine;
+use crate::stats::median;
+use crate::sys::Machine;
 
 /// The metrics a row may carry, in the order the JSON lists them.
 pub(crate) const METRICS: &[&str] = &[
@@ -50,17 +51,6 @@ pub(crate) struct Runs {
     pub(crate) children: usize,
     /// Each repetition's metrics, or why it failed.
     pub(crate) reps: Vec<Result<Map<String, Value>, String>>,
-}
-
-/// The median of `values` (the mean of the middle two for an even count).
-pub(crate) fn median(values: &[f64]) -> Option<f64> {
-    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let mid = v.len() / 2;
-    Some(if v.len() % 2 == 1 { v[mid] } else { f64::midpoint(v[mid - 1], v[mid]) })
 }
 
 impl Runs {
@@ -412,14 +402,6 @@ pub(crate) fn check_json(doc: &Value) -> Result<(), Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn median_of_odd_and_even_counts() {
-        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
-        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
-        assert_eq!(median(&[]), None);
-        assert_eq!(median(&[f64::NAN, 5.0]), Some(5.0));
-    }
 
     /// A document as a clean run of every transport would write it.
     fn clean_doc() -> Value {

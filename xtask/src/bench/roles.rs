@@ -12,7 +12,6 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
 use master_proto::env::GENERATION_VAR;
 use master_proto::{ChildFds, Status, StatusUpdate};
 use nix::fcntl::OFlag;
@@ -23,7 +22,8 @@ use nix::unistd::Pid;
 use serde_json::{Map, Value, json};
 
 use super::subjects::{Item, Master, Subject, Workload};
-use super::sys;
+use crate::stats::histogram;
+use crate::sys;
 
 /// The bound on any one wait of a measurement: it only matters when
 /// something is broken, and then the error says what was awaited.
@@ -286,14 +286,6 @@ fn notify_cost_round(args: &RoleArgs, count: u64) -> io::Result<Map<String, Valu
 fn plot_quantiles() -> Vec<f64> {
     // 0 to 3.5 "nines": p0, p90, p99, p99.9, p99.95.
     (0..=70).map(|i| 1.0 - 10f64.powf(-f64::from(i) / 20.0)).map(|q| q.clamp(0.0, 1.0)).collect()
-}
-
-fn histogram(samples: &[u64]) -> io::Result<Histogram<u64>> {
-    let mut h = Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3).map_err(err)?;
-    for &s in samples {
-        h.saturating_record(s.max(1));
-    }
-    Ok(h)
 }
 
 fn wake_latency(args: &RoleArgs) -> io::Result<Map<String, Value>> {

@@ -25,7 +25,7 @@ use nix::fcntl::OFlag;
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, recv, send, socketpair};
 
-use super::sys;
+use crate::sys;
 
 /// One workload of the bench. The names are the `workload` field of the
 /// JSON rows.

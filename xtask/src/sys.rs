@@ -1,0 +1,212 @@
+//! The few system facts the tasks need: a clock shared by processes,
+//! bounded waits, CPU pinning and priority, memory and descriptors from
+//! /proc, a process's children, and the machine's description.
+//!
+//! # Safety
+//!
+//! One unsafe call: `setpriority(2)` (see [`nice`]), which takes integers
+//! and touches no memory of ours.
+#![allow(unsafe_code)] // Safety: one setpriority(2) call, integers only.
+
+use std::io;
+use std::os::fd::BorrowedFd;
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sched::{CpuSet, sched_setaffinity};
+use nix::time::{ClockId, clock_gettime};
+use nix::unistd::Pid;
+
+/// CLOCK_MONOTONIC in nanoseconds: comparable between processes of one
+/// machine, so a child's timestamp and the master's can be subtracted.
+pub(crate) fn mono_ns() -> u64 {
+    // CLOCK_MONOTONIC always exists on Linux: clock_gettime cannot fail.
+    let Ok(ts) = clock_gettime(ClockId::CLOCK_MONOTONIC) else { return 0 };
+    let secs = u64::try_from(ts.tv_sec()).unwrap_or(0);
+    let nanos = u64::try_from(ts.tv_nsec()).unwrap_or(0);
+    secs * 1_000_000_000 + nanos
+}
+
+/// A poll(2) timeout for `left`, rounded up to whole milliseconds.
+fn poll_timeout(left: Duration) -> PollTimeout {
+    PollTimeout::try_from(left.as_nanos().div_ceil(1_000_000)).unwrap_or(PollTimeout::MAX)
+}
+
+/// Waits until `fd` is readable or reports hang-up, at most `timeout`;
+/// whether it is. `EINTR` is retried (the wait may then end a little
+/// early, which callers treat as "maybe").
+pub(crate) fn wait_readable(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
+    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+    match poll(&mut fds, poll_timeout(timeout)) {
+        Ok(n) => Ok(n > 0),
+        Err(Errno::EINTR) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Pins this process (and the children it spawns afterwards) to `cpu`.
+pub(crate) fn pin(cpu: usize) -> io::Result<()> {
+    let mut set = CpuSet::new();
+    set.set(cpu)?;
+    sched_setaffinity(Pid::from_raw(0), &set)?;
+    Ok(())
+}
+
+/// Sets this process's nice value to `nice` (higher is a lower priority;
+/// an unprivileged process may only raise it).
+pub(crate) fn nice(nice: i32) -> io::Result<()> {
+    // SAFETY: setpriority takes integers and touches no memory; `which`
+    // and `who` name this very process.
+    let rc = unsafe { nix::libc::setpriority(nix::libc::PRIO_PROCESS, 0, nice) };
+    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+/// The number of CPUs this process may run on.
+pub(crate) fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+}
+
+/// Waits until one of `fds` is readable or reports hang-up, at most
+/// `timeout`; which are. `EINTR` ends the wait early with none.
+pub(crate) fn wait_any(fds: &[BorrowedFd<'_>], timeout: Duration) -> io::Result<Vec<bool>> {
+    let mut polled: Vec<PollFd<'_>> = fds.iter().map(|fd| PollFd::new(*fd, PollFlags::POLLIN)).collect();
+    match poll(&mut polled, poll_timeout(timeout)) {
+        Ok(_) => Ok(polled.iter().map(|p| p.revents().is_some_and(|r| !r.is_empty())).collect()),
+        Err(Errno::EINTR) => Ok(vec![false; fds.len()]),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A `kB` field of /proc/self/status (`VmRSS`, `VmHWM`, ...), in KiB.
+fn status_kib(field: &str) -> io::Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field).and_then(|r| r.strip_prefix(':')))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| io::Error::other(format!("no {field} in /proc/self/status")))
+}
+
+/// This process's peak resident set size (VmHWM), in KiB.
+pub(crate) fn peak_rss_kib() -> io::Result<u64> {
+    status_kib("VmHWM")
+}
+
+/// This process's resident set size now (VmRSS), in KiB.
+pub(crate) fn rss_kib() -> io::Result<u64> {
+    status_kib("VmRSS")
+}
+
+/// How this process has been scheduled so far: nanoseconds on a CPU,
+/// nanoseconds runnable but waiting for one (/proc/self/schedstat), and
+/// its voluntary and involuntary context switches (/proc/self/status).
+pub(crate) fn sched() -> io::Result<Sched> {
+    let stat = std::fs::read_to_string("/proc/self/schedstat")?;
+    let mut f = stat.split_whitespace().map(|x| x.parse::<u64>().unwrap_or(0));
+    let (on_cpu_ns, waiting_ns) = (f.next().unwrap_or(0), f.next().unwrap_or(0));
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let count = |field: &str| {
+        status.lines().find_map(|l| l.strip_prefix(field)).and_then(|v| v.trim_start_matches(':').trim().parse().ok())
+    };
+    Ok(Sched {
+        on_cpu_ns,
+        waiting_ns,
+        voluntary: count("voluntary_ctxt_switches").unwrap_or(0),
+        involuntary: count("nonvoluntary_ctxt_switches").unwrap_or(0),
+    })
+}
+
+/// See [`sched`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Sched {
+    /// Time on a CPU.
+    pub(crate) on_cpu_ns: u64,
+    /// Time runnable, waiting for a CPU.
+    pub(crate) waiting_ns: u64,
+    /// Times it gave its CPU up (slept).
+    pub(crate) voluntary: u64,
+    /// Times it was preempted.
+    pub(crate) involuntary: u64,
+}
+
+/// This process's open descriptors: each one's number and what it is
+/// (the /proc/self/fd link: a path, `pipe:[...]`, `socket:[...]`,
+/// `anon_inode:[eventfd]`, ...). The descriptor that reads the folder is
+/// left out.
+pub(crate) fn open_fds() -> io::Result<std::collections::BTreeMap<i32, String>> {
+    let mut fds = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir("/proc/self/fd")? {
+        let entry = entry?;
+        let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        // The folder's own descriptor is gone by the time its link is
+        // read, or names the folder.
+        let Ok(target) = std::fs::read_link(entry.path()) else { continue };
+        let target = target.to_string_lossy().into_owned();
+        if target.starts_with("/proc/") && target.ends_with("/fd") {
+            continue;
+        }
+        fds.insert(fd, target);
+    }
+    Ok(fds)
+}
+
+/// This process's shared memory mappings (the `s` ones of
+/// /proc/self/maps): what a transport maps to share with children, never
+/// the allocator's.
+pub(crate) fn shared_mappings() -> io::Result<Vec<String>> {
+    let maps = std::fs::read_to_string("/proc/self/maps")?;
+    Ok(maps
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1).is_some_and(|perms| perms.ends_with('s')))
+        .map(|l| l.split_whitespace().skip(5).collect::<Vec<_>>().join(" "))
+        .collect())
+}
+
+/// The processes whose parent is `parent` (zombies included), from
+/// /proc/*/stat, with their state letter (`Z` for a zombie).
+pub(crate) fn children_of(parent: i32) -> io::Result<Vec<(i32, char)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc")? {
+        let entry = entry?;
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        // A process may exit between the listing and the read.
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        // "pid (comm) state ppid ...": comm may hold spaces and parentheses,
+        // so the fields start after the last ')'.
+        let Some((_, rest)) = stat.rsplit_once(')') else { continue };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next().and_then(|s| s.chars().next()).unwrap_or('?');
+        if fields.next().and_then(|p| p.parse::<i32>().ok()) == Some(parent) {
+            out.push((pid, state));
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// The machine a run happened on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Machine {
+    /// The CPU model, from /proc/cpuinfo.
+    pub(crate) cpu_model: String,
+    /// CPUs this process may use.
+    pub(crate) cores: usize,
+    /// The kernel release.
+    pub(crate) kernel: String,
+}
+
+impl Machine {
+    /// Describes this machine.
+    pub(crate) fn here() -> Machine {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu_model = cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, v)| v.trim()))
+            .unwrap_or("unknown")
+            .to_owned();
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map_or_else(|_| "unknown".to_owned(), |k| format!("Linux {}", k.trim()));
+        Machine { cpu_model, cores: cores(), kernel }
+    }
+}
