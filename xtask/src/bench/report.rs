@@ -115,14 +115,17 @@ fn find<'a>(all: &'a [Runs], workload: Workload, subject: &str, children: usize)
 
 /// The subject a row is compared with as its floor, if any: for a
 /// transport, the raw call of its mechanism; for a transport chosen through
-/// the facade (`any:NAME`), the concrete transport `NAME`, the best it can
-/// do.
+/// the facade (`any:NAME`) or read by a master on tokio (`NAME+tokio`), the
+/// concrete transport `NAME` with its poll(2) master, the best it can do.
 fn floor_for(subject: &Subject, workload: Workload) -> Option<&'static str> {
     match subject.kind {
-        Kind::Transport => match subject.name.strip_prefix(subjects::ANY_PREFIX) {
-            Some(concrete) => Some(concrete),
-            None => Some(subjects::floor_of(subject.name)),
-        },
+        Kind::Transport => {
+            let concrete = subject.name.strip_prefix(subjects::ANY_PREFIX);
+            match concrete.or_else(|| subject.name.strip_suffix(subjects::TOKIO_SUFFIX)) {
+                Some(concrete) => Some(concrete),
+                None => Some(subjects::floor_of(subject.name)),
+            }
+        }
         Kind::Floor if workload == Workload::NotifyCost && subject.name != "floor:syscall" => Some("floor:syscall"),
         Kind::Floor | Kind::Peer => None,
     }

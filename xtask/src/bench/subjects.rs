@@ -15,6 +15,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
+use master_proto::tokio::AsyncSource;
 use master_proto::{
     ChildEnd, ChildEnv, Delivery, Received, RecvError, Status, StatusSink, StatusSource, StatusUpdate, Transport,
     WIRE_SIZE,
@@ -173,32 +174,47 @@ struct TransportMaster<T: Transport> {
     source: T::Source,
 }
 
+/// Drains `source` (after `first`, an item already taken), handing the
+/// items to `f` in batches; whether the channel reported that every sender
+/// is gone.
+fn drain_batched<S: StatusSource>(
+    source: &mut S,
+    first: Option<Received>,
+    f: &mut dyn FnMut(&[Item]),
+) -> io::Result<bool> {
+    let mut batch = [Item::Malformed; BATCH];
+    let mut len = 0;
+    let mut take = |received| {
+        batch[len] = match received {
+            Received::Update { update, .. } => Item::Update(update),
+            Received::Malformed(_) => Item::Malformed,
+        };
+        len += 1;
+        if len == BATCH {
+            f(&batch);
+            len = 0;
+        }
+    };
+    if let Some(item) = first {
+        take(item);
+    }
+    let drained = source.drain(&mut take);
+    f(&batch[..len]);
+    match drained {
+        Ok(_) => Ok(false),
+        Err(RecvError::Closed) => Ok(true),
+        Err(RecvError::Io(e)) => Err(e.into()),
+        Err(e) => Err(io::Error::other(e)),
+    }
+}
+
 impl<T: Transport> Master for TransportMaster<T> {
     fn wait(&mut self, timeout: Duration) -> io::Result<bool> {
         sys::wait_readable(self.source.as_fd(), timeout)
     }
 
     fn drain(&mut self, f: &mut dyn FnMut(&[Item])) -> io::Result<bool> {
-        let mut batch = [Item::Malformed; BATCH];
-        let mut len = 0;
-        let drained = self.source.drain(|received| {
-            batch[len] = match received {
-                Received::Update { update, .. } => Item::Update(update),
-                Received::Malformed(_) => Item::Malformed,
-            };
-            len += 1;
-            if len == BATCH {
-                f(&batch);
-                len = 0;
-            }
-        });
-        f(&batch[..len]);
-        match drained {
-            Ok(_) => Ok(false),
-            Err(RecvError::Closed) => Ok(true),
-            Err(RecvError::Io(e)) => Err(e.into()),
-            Err(e) => Err(io::Error::other(e)),
-        }
+        drain_batched(&mut self.source, None, f)
     }
 
     fn child(&mut self, generation: u32) -> io::Result<ChildSetup> {
@@ -213,6 +229,69 @@ impl<T: Transport> Master for TransportMaster<T> {
         // A failure here cannot change a measurement: the child is gone.
         let _ = self.transport.forget_child(&mut self.source, pid);
     }
+}
+
+/// A transport's source on tokio's reactor (a current-thread runtime of
+/// its own), as a [`Master`]: `wait` awaits the first item
+/// ([`AsyncSource::recv`]: tokio's readiness, edge-triggered), `drain` hands
+/// it over with everything else pending.
+struct TokioMaster<T: Transport> {
+    transport: T,
+    runtime: tokio::runtime::Runtime,
+    source: AsyncSource<T::Source>,
+    /// The item `wait` took.
+    first: Option<Received>,
+    /// `wait` saw the channel report that every sender is gone.
+    closed: bool,
+}
+
+impl<T: Transport> Master for TokioMaster<T> {
+    fn wait(&mut self, timeout: Duration) -> io::Result<bool> {
+        if self.first.is_some() || self.closed {
+            return Ok(true);
+        }
+        let source = &mut self.source;
+        match self.runtime.block_on(async { tokio::time::timeout(timeout, source.recv()).await }) {
+            Err(_) => Ok(false),
+            Ok(Ok(item)) => {
+                self.first = Some(item);
+                Ok(true)
+            }
+            Ok(Err(RecvError::Closed)) => {
+                self.closed = true;
+                Ok(true)
+            }
+            Ok(Err(RecvError::Io(e))) => Err(e.into()),
+            Ok(Err(e)) => Err(io::Error::other(e)),
+        }
+    }
+
+    fn drain(&mut self, f: &mut dyn FnMut(&[Item])) -> io::Result<bool> {
+        let first = self.first.take();
+        Ok(drain_batched(self.source.get_mut(), first, f)? || self.closed)
+    }
+
+    fn child(&mut self, generation: u32) -> io::Result<ChildSetup> {
+        Ok(ChildSetup { end: Some(self.transport.child_end(self.source.get_mut(), generation)?), env: Vec::new() })
+    }
+
+    fn spawned(&mut self, generation: u32, pid: i32) -> io::Result<()> {
+        self.transport.register_child(self.source.get_mut(), generation, pid)
+    }
+
+    fn reaped(&mut self, pid: i32) {
+        let _ = self.transport.forget_child(self.source.get_mut(), pid);
+    }
+}
+
+fn open_tokio<T: Transport + Default + 'static>() -> io::Result<Box<dyn Master>> {
+    let transport = T::default();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let source = {
+        let _reactor = runtime.enter();
+        AsyncSource::new(transport.open()?).map_err(|e| e.into_parts().1)?
+    };
+    Ok(Box::new(TokioMaster { transport, runtime, source, first: None, closed: false }))
 }
 
 /// A transport's sink, as a [`Sender`].
@@ -262,6 +341,12 @@ pub(crate) const ANY_PREFIX: &str = "any:";
 /// What the `any:` subjects are measured on: the hot paths.
 const ANY_WORKLOADS: &[Workload] = &[Workload::NotifyCost, Workload::FanIn];
 
+/// The suffix of the subjects whose master waits on tokio's reactor.
+pub(crate) const TOKIO_SUFFIX: &str = "+tokio";
+
+/// What the `+tokio` subjects are measured on: the master's side.
+const TOKIO_WORKLOADS: &[Workload] = &[Workload::WakeLatency, Workload::FanIn];
+
 macro_rules! transport_subjects {
     ($($name:ident => $ty:path,)*) => {
         vec![
@@ -273,6 +358,17 @@ macro_rules! transport_subjects {
                     carries_updates: true,
                     workloads: &Workload::ALL,
                     open: open_transport::<$ty, false>,
+                    sender: transport_sender::<$ty, false>,
+                },
+            )*
+            $(
+                Subject {
+                    name: concat!(stringify!($name), "+tokio"),
+                    kind: Kind::Transport,
+                    every_update: every_update::<$ty>(),
+                    carries_updates: true,
+                    workloads: TOKIO_WORKLOADS,
+                    open: open_tokio::<$ty>,
                     sender: transport_sender::<$ty, false>,
                 },
             )*
@@ -514,6 +610,7 @@ floors! {
 /// its eventfd doorbell); `floor:syscall` if that cannot be told.
 pub(crate) fn floor_of(subject: &str) -> &'static str {
     let name = subject.strip_prefix(ANY_PREFIX).unwrap_or(subject);
+    let name = name.strip_suffix(TOKIO_SUFFIX).unwrap_or(name);
     let mechanism = AnyTransport::from_name(name).ok().and_then(|t| mechanism_of(t).ok());
     mechanism.unwrap_or(Mechanism::Syscall).subject()
 }
@@ -568,6 +665,9 @@ mod tests {
             let s = subjects.iter().find(|s| s.name == any).unwrap_or_else(|| panic!("{any} is not a subject"));
             assert_eq!(s.workloads, ANY_WORKLOADS);
             assert_eq!(floor_of(&any), floor_of(name));
+            let tokio = format!("{name}{TOKIO_SUFFIX}");
+            let s = subjects.iter().find(|s| s.name == tokio).unwrap_or_else(|| panic!("{tokio} is not a subject"));
+            assert_eq!(s.workloads, TOKIO_WORKLOADS);
             assert_ne!(floor_of(name), Mechanism::Syscall.subject(), "{name}'s mechanism is not recognised");
         }
         let mut names: Vec<_> = subjects.iter().map(|s| s.name).collect();
