@@ -298,6 +298,17 @@ fn drain_ends_while_a_child_floods() {
         calls += 1;
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    // The child may be blocked on a full ring, waiting for this master to
+    // read: go on reading until it has seen the stop.
+    while !child.is_finished() {
+        source
+            .drain(|item| {
+                let Received::Update { update, .. } = item else { panic!("malformed {item:?}") };
+                assert_eq!(update.status, Status(next));
+                next += 1;
+            })
+            .expect("read");
+    }
     let sent = child.join().expect("the child thread");
     while next < sent {
         let mut fds = [nix::poll::PollFd::new(source.as_fd(), nix::poll::PollFlags::POLLIN)];
