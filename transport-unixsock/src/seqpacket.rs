@@ -38,7 +38,8 @@
 //! in between wait in the socket and are reported then). A channel leaves
 //! the set when its child's end is closed everywhere (the child exited;
 //! everything it sent is reported first) or on
-//! [`Transport::forget_child`]. A pending end whose child end was closed
+//! [`Transport::forget_child`] (what it still held is read first and
+//! reported before anything else). A pending end whose child end was closed
 //! with nothing queued (a spawn that failed, a child that died before it was
 //! registered and sent nothing) is dropped at the next `child_end`.
 //!
@@ -133,6 +134,7 @@ impl Transport for SeqPacket {
             ready: VecDeque::new(),
             round_over: false,
             left_behind: false,
+            left: VecDeque::new(),
         })
     }
 
@@ -172,9 +174,16 @@ impl Transport for SeqPacket {
         Ok(())
     }
 
+    /// Lets the channel of the reaped child `pid` go; what it still held is
+    /// delivered first.
+    ///
+    /// # Errors
+    ///
+    /// The eventfd write that makes the descriptor fire for what was kept
+    /// (which cannot fail for a valid eventfd); the channel is gone either
+    /// way.
     fn forget_child(&self, source: &mut ChannelSource, pid: i32) -> io::Result<()> {
-        source.forget(pid);
-        Ok(())
+        source.forget_reaped(pid)
     }
 
     fn open_sink(&self, env: &mut ChildEnv) -> Result<PacketSink, EnvError> {
@@ -223,10 +232,35 @@ pub struct ChannelSource {
     /// Whether this round may leave records behind: a channel used up its
     /// [`BURST`], or `epoll_wait` filled all [`EVENTS`] slots.
     left_behind: bool,
+    /// What the channels of reaped children held when they were forgotten,
+    /// delivered before anything else.
+    left: VecDeque<Received>,
 }
 
 impl ChannelSource {
     /// Drops the channel of `pid`, if any: its child's fd 5 reports hang-up.
+    /// Reads what the channel of the reaped child `pid` still holds into
+    /// [`left`](Self::left) (its socket buffer bounds it), then drops the
+    /// channel; rings the rearm eventfd if anything was kept, so that the
+    /// descriptor fires for it, edge-triggered or not.
+    fn forget_reaped(&mut self, pid: i32) -> io::Result<()> {
+        let before = self.left.len();
+        if let Some(sock) = self.channels.get(&pid) {
+            // A read that fails ends the channel as its end does.
+            while let Ok(Some(msg)) = sys::recv(sock.as_fd()) {
+                if msg.len == 0 && !msg.has_credentials {
+                    break;
+                }
+                self.left.push_back(item(&msg, Sender::Channel(pid)));
+            }
+        }
+        self.forget(pid);
+        if self.left.len() > before {
+            self.rearm.write(1).map_err(io::Error::from)?;
+        }
+        Ok(())
+    }
+
     fn forget(&mut self, pid: i32) {
         if let Some(sock) = self.channels.remove(&pid) {
             // Closing the socket removes it from the epoll set (nothing else
@@ -282,6 +316,9 @@ impl AsFd for ChannelSource {
 
 impl StatusSource for ChannelSource {
     fn try_recv(&mut self) -> Result<Option<Received>, RecvError> {
+        if let Some(item) = self.left.pop_front() {
+            return Ok(Some(item));
+        }
         loop {
             while let Some(&mut (pid, ref mut burst)) = self.ready.front_mut() {
                 let Some(sock) = self.channels.get(&pid) else {

@@ -12,7 +12,9 @@
 //! master chose ([`sink_from_env`]) and reports `TAKEN` then `AVAIL` 100
 //! times, as fast as it can. The master awaits the updates in batches,
 //! feeds them to its bookkeeping, and, as each child exits, forgets its
-//! channel and reaps it there too; it prints a line per child and a summary.
+//! channel and reaps it there too; it prints a line per child (how many
+//! TAKEN and AVAIL it took, fewer where the transport keeps only the latest
+//! state, and the last state) and a summary.
 //!
 //! # Errors
 //!
@@ -26,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use master_proto::master::{Config, Exit, Master, Outcome};
 use master_proto::tokio::AsyncSource;
-use master_proto::{ChildEnv, ChildFds, Received, Status, StatusSink, Transport};
+use master_proto::{ChildEnv, ChildFds, Received, Status, StatusSink, StatusSource, Transport};
 use master_proto_transports::{AnyTransport, sink_from_env};
 
 /// The argument that makes the program play a child.
@@ -79,39 +81,49 @@ async fn serve(transport: AnyTransport, children: usize) -> Result<(), Box<dyn E
         running.spawn(async move { (pid, child.wait().await) });
     }
 
-    // Every update, then every exit; a bound on the whole.
-    let mut counts: BTreeMap<i32, (usize, usize)> = BTreeMap::new();
-    let expected = 2 * ROUNDS * children;
-    let work = async {
-        let mut received = 0;
-        while received < expected {
-            source
-                .drain(|item| {
-                    let outcome = master.receive(&item);
-                    if let Received::Update { update, .. } = item {
-                        let count = counts.entry(update.pid).or_default();
-                        match outcome {
-                            Outcome::Taken => count.0 += 1,
-                            Outcome::Avail => count.1 += 1,
-                            _ => {}
-                        }
-                        received += 1;
-                    }
-                })
-                .await?;
+    // Updates until every child has exited (a transport that keeps only
+    // each child's latest state coalesces some), then what is left; a bound
+    // on the whole.
+    let mut counts: BTreeMap<i32, (usize, usize, Status)> = BTreeMap::new();
+    let mut received = 0;
+    let mut take = |item: Received| {
+        let outcome = master.receive(&item);
+        if let Received::Update { update, .. } = item {
+            let count = counts.entry(update.pid).or_insert((0, 0, update.status));
+            match outcome {
+                Outcome::Taken => count.0 += 1,
+                Outcome::Avail => count.1 += 1,
+                _ => {}
+            }
+            count.2 = update.status;
+            received += 1;
         }
-        while let Some(done) = running.join_next().await {
-            let (pid, status) = done?;
-            let status = status?;
-            transport.forget_child(source.get_mut(), pid)?;
-            let exit = status.code().map_or(Exit::Signal(0), Exit::Code);
-            master.reaped(pid, exit, Instant::now());
-            let (taken, avail) = counts.get(&pid).copied().unwrap_or_default();
-            println!("pid {pid}: {taken} TAKEN, {avail} AVAIL, {status}");
-        }
-        Ok::<_, Box<dyn Error>>(received)
     };
-    let received = tokio::time::timeout(Duration::from_secs(30), work).await.map_err(|_| "not done within 30 s")??;
+    let mut exits = Vec::new();
+    let work = async {
+        while !running.is_empty() {
+            tokio::select! {
+                done = running.join_next() => {
+                    let (pid, status) = done.ok_or("no child left")??;
+                    // What the child left is delivered before its channel goes.
+                    transport.forget_child(source.get_mut(), pid)?;
+                    exits.push((pid, status?));
+                }
+                drained = source.drain(&mut take) => {
+                    drained?;
+                }
+            }
+        }
+        source.get_mut().drain(&mut take)?;
+        Ok::<_, Box<dyn Error>>(())
+    };
+    tokio::time::timeout(Duration::from_secs(30), work).await.map_err(|_| "not done within 30 s")??;
+    for (pid, status) in exits {
+        let exit = status.code().map_or(Exit::Signal(0), Exit::Code);
+        master.reaped(pid, exit, Instant::now());
+        let (taken, avail, last) = counts.get(&pid).copied().unwrap_or((0, 0, Status::TAKEN));
+        println!("pid {pid}: {taken} TAKEN, {avail} AVAIL, last {last}, {status}");
+    }
     println!("{children} children, {received} updates, {} left in the table", master.total());
     Ok(())
 }

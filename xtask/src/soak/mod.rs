@@ -508,6 +508,13 @@ fn soak_one(
     row
 }
 
+/// The transports soaked: those that deliver every update, which every
+/// phase checks one by one (a latest-state transport, which coalesces by
+/// design, would need checks of its own).
+pub(crate) fn soaked() -> impl Iterator<Item = AnyTransport> {
+    AnyTransport::all().filter(|t| t.caps().delivery == master_proto::Delivery::EveryUpdate)
+}
+
 fn run(o: &Options) -> io::Result<ExitCode> {
     let seed = o.seed.unwrap_or_else(sys::mono_ns);
     // First, before any thread exists: subreaper, SIGCHLD on a signalfd.
@@ -515,7 +522,12 @@ fn run(o: &Options) -> io::Result<ExitCode> {
     let sizes = if o.quick { QUICK } else { FULL };
     let machine = sys::Machine::here();
     let transports: Vec<AnyTransport> =
-        AnyTransport::all().filter(|t| o.transports.is_empty() || o.transports.iter().any(|n| n == t.name())).collect();
+        soaked().filter(|t| o.transports.is_empty() || o.transports.iter().any(|n| n == t.name())).collect();
+    for t in AnyTransport::all().filter(|t| !soaked().any(|s| s == *t)) {
+        eprintln!(
+            "cargo xtask soak: {t} not soaked: it keeps each child's latest state, and every phase checks every update"
+        );
+    }
     for n in &o.transports {
         AnyTransport::from_name(n).map_err(io::Error::other)?;
     }

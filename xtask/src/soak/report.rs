@@ -8,7 +8,6 @@
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
-use master_proto_transports::AnyTransport;
 use serde_json::{Map, Value, json};
 
 use super::Phase;
@@ -587,7 +586,7 @@ pub(super) fn check_json(doc: &Value) -> Result<(), Vec<String>> {
         problems.push("driver.children_left is missing".to_owned());
     }
     let seen: BTreeSet<(String, String)> = rows(doc).iter().map(|r| (name(r, "transport"), name(r, "phase"))).collect();
-    for t in AnyTransport::all() {
+    for t in crate::soak::soaked() {
         for p in Phase::ALL {
             if !seen.contains(&(t.name().to_owned(), p.name().to_owned())) {
                 problems.push(format!("no {} row for {}", p.name(), t.name()));
@@ -607,7 +606,7 @@ mod tests {
     /// A document as a clean run of every transport would write it.
     fn clean_doc() -> Value {
         let mut rows = Vec::new();
-        for t in AnyTransport::all() {
+        for t in crate::soak::soaked() {
             for p in Phase::ALL {
                 let mut row = Map::new();
                 row.insert("transport".into(), json!(t.name()));
@@ -637,7 +636,7 @@ mod tests {
     }
 
     fn first() -> &'static str {
-        AnyTransport::all().next().expect("a transport").name()
+        crate::soak::soaked().next().expect("a transport").name()
     }
 
     #[test]
