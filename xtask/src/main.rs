@@ -8,6 +8,7 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 
 mod bench;
+mod checked;
 mod demo;
 mod release;
 mod soak;

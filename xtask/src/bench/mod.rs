@@ -177,29 +177,7 @@ pub(crate) fn main(args: Vec<OsString>) -> ExitCode {
 }
 
 fn check(path: &Path) -> ExitCode {
-    let doc: Value = match std::fs::read(path)
-        .map_err(|e| e.to_string())
-        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
-    {
-        Ok(doc) => doc,
-        Err(e) => {
-            eprintln!("cargo xtask bench: {}: {e}", path.display());
-            return ExitCode::FAILURE;
-        }
-    };
-    match report::check_json(&doc) {
-        Ok(()) => {
-            let rows = doc["rows"].as_array().map_or(0, Vec::len);
-            println!("{}: {rows} rows, every transport measured on every workload", path.display());
-            ExitCode::SUCCESS
-        }
-        Err(problems) => {
-            for p in problems {
-                eprintln!("{}: {p}", path.display());
-            }
-            ExitCode::FAILURE
-        }
-    }
+    crate::checked::check_json_file("bench", path, report::check_json, "every transport measured on every workload")
 }
 
 /// A role process: a master measuring one thing, or one of its children.

@@ -327,29 +327,12 @@ pub(crate) fn main(args: Vec<OsString>) -> ExitCode {
 }
 
 fn check(path: &Path) -> ExitCode {
-    let doc: Value = match std::fs::read(path)
-        .map_err(|e| e.to_string())
-        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
-    {
-        Ok(doc) => doc,
-        Err(e) => {
-            eprintln!("cargo xtask soak: {}: {e}", path.display());
-            return ExitCode::FAILURE;
-        }
-    };
-    match report::check_json(&doc) {
-        Ok(()) => {
-            let rows = doc["rows"].as_array().map_or(0, Vec::len);
-            println!("{}: {rows} rows, every transport soaked in every phase, every rule kept", path.display());
-            ExitCode::SUCCESS
-        }
-        Err(problems) => {
-            for p in problems {
-                eprintln!("{}: {p}", path.display());
-            }
-            ExitCode::FAILURE
-        }
-    }
+    crate::checked::check_json_file(
+        "soak",
+        path,
+        report::check_json,
+        "every transport soaked in every phase, every rule kept",
+    )
 }
 
 /// A role process: a phase's master, or one of its children.
