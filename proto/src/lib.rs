@@ -17,7 +17,10 @@
 //! - [`env`](mod@env): the child's standard environment (fd 5, listen fds from 6,
 //!   `GENERATION` in octal);
 //! - [`master`]: the master's bookkeeping as a sans-IO state machine with
-//!   every Postfix rule.
+//!   every Postfix rule;
+//! - [`lifeline`] and, behind feature `shm` on Linux, `shm`: machinery that
+//!   several transports share (a lifeline pipe; sealed memfds, doorbells,
+//!   the death word and a biased lock for the shared-memory transports).
 //!
 //! # The contract every transport meets
 //!
@@ -69,6 +72,8 @@ pub mod caps;
 pub mod env;
 pub mod lifeline;
 pub mod master;
+#[cfg(all(feature = "shm", target_os = "linux"))]
+pub mod shm;
 pub mod sink;
 pub mod source;
 pub mod stream;

@@ -162,7 +162,6 @@ cfg_if::cfg_if! {
         #[cfg(test)]
         mod loom_models;
     } else if #[cfg(target_os = "linux")] {
-        mod biased;
         #[cfg(feature = "conformance")]
         mod hostile;
         mod ring;
