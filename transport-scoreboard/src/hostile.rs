@@ -2,12 +2,11 @@
 //! scribbled into the child's own slot, over its words in turn, and a
 //! chosen state is published as an honest one is (feature `conformance`).
 //!
-//! What a scribble does is up to the master's validation: a slot whose
-//! sequence number moved forward is a new state, delivered under the
-//! child's own channel whatever pid and status it holds; one that went
-//! backwards is `Corrupt`, reported once; an odd one is a state being
-//! written, not delivered. A scribble over the master's sleep epoch only
-//! changes when this child rings. Nothing reaches another child's slot,
+//! What a scribble does is up to the master's validation: a state word
+//! that changed is a new state, delivered under the child's own channel
+//! whatever pid and status it holds, when its sequence number is odd, and
+//! `Corrupt`, reported once, when it is even. A scribble over the master's
+//! sleep epoch only changes when this child rings. Nothing reaches another child's slot,
 //! which this child has no descriptor for.
 
 use std::io;
@@ -35,8 +34,8 @@ impl Hostile for Scoreboard {
 
     /// Writes `bytes` at the cursor, which then moves on past them; the
     /// cursor wraps at the end of the slot's words (the first 72 bytes of
-    /// the page, where the master reads), so successive calls cover every
-    /// word.
+    /// the page: the state, the sender and the master's sleep word), so
+    /// successive calls cover every word.
     fn send_raw(raw: &mut Self::Raw, bytes: &[u8]) -> io::Result<()> {
         let len = raw.sink.region_len().min(crate::slot::SLOT_BYTES);
         let mut done = 0;

@@ -11,7 +11,7 @@
 //! change promptly and cheaply: while it watches a slot it looks at it on
 //! every pass, and when it sleeps on a slot the child rings its own
 //! doorbell once, which the master's epoll names. A child's `notify` is
-//! three plain stores and never waits, whether the master reads or not:
+//! one plain store and never waits, whether the master reads or not:
 //! a stuck master cannot stall its children in the middle of serving a
 //! client.
 //!
@@ -39,9 +39,8 @@
 //!
 //! | offset | word | written by |
 //! |---|---|---|
-//! | 0 | `seq`: `2n` once the child's `n`-th state is published, odd while one is being written | child |
-//! | 8 | `state`: `pid` (high 32 bits), `status` (low 32 bits) | child |
-//! | 16 | `generation` (low 32 bits) | child |
+//! | 0 | `state`: `seq` (high 32 bits; odd, `2n - 1` for the child's `n`-th state, wrapping), `status` (low 32 bits) | child |
+//! | 8 | `who`: `generation` (high 32 bits), `pid` (low 32 bits) | child |
 //! | 64 | `sleep`: the master's epoch for this slot, even while it watches the slot, odd while it sleeps on it | master |
 //!
 //! The rest of the page is unused. The control area (one page, 32-bit
@@ -56,40 +55,42 @@
 //! # Protocol
 //!
 //! **Publish** (the child's `notify`): if `life` says the master has gone,
-//! return `Disconnected`. Store `seq + 1` (odd), then `state` (and
-//! `generation`, the first time), then `seq + 2` with release: a seqlock
-//! of plain stores, so the master reads a state whole or not at all. Then a
-//! fence, then read `sleep`: only if it is odd and the child has not rung
-//! for that epoch yet does it ring its doorbell (one eventfd write), and it
-//! remembers the epoch in its own memory. So while the master watches the
-//! slot a `notify` is two loads and three stores into the child's own
-//! cache line and a compiler fence: no system call, no locked instruction;
-//! and while the master sleeps on it, or is stopped, only the first
-//! `notify` of each of the master's sleeps makes one. It never waits and
-//! never fails but for `Disconnected`
-//! ([`BackPressure::Overwrite`](master_proto::BackPressure)): a newer state
-//! replaces an unread one.
+//! return `Disconnected`. Store the new `state` word, `seq + 2` and the
+//! status, with release: one 64-bit store, so a child killed at any
+//! instruction leaves its previous state or its new one, whole, and the
+//! master reads a state with one load, never waiting for a writer however
+//! fast it writes. (`who` is written once, before the first state; only a
+//! child that lies about its pid or generation writes it again, and then
+//! before the state that goes with it.) Then a fence, then read `sleep`:
+//! only if it is odd and the child has not rung for that epoch yet does it
+//! ring its doorbell (one eventfd write), and it remembers the epoch in its
+//! own memory. So while the master watches the slot a `notify` is two
+//! loads and one store into the child's own memory and a compiler fence:
+//! no system call, no locked instruction; and while the master sleeps on
+//! it, or is stopped, only the first `notify` of each of the master's
+//! sleeps makes one. It never waits and never fails but for
+//! `Disconnected` ([`BackPressure::Overwrite`](master_proto::BackPressure)):
+//! a newer state replaces an unread one.
 //!
 //! **Read** (the master's `drain` or `try_recv`): the master keeps the set
 //! of slots it watches. A pass first takes the epoll's pending events when
 //! it sleeps on any slot (each child that rang has its slot watched again:
-//! a new even `sleep` epoch), then looks once at each watched slot: `seq`
-//! (acquire) equal to the last one reported is nothing new; odd is a state
-//! being written, nothing yet; else `state` and `generation`, an acquire
-//! fence, and `seq` again: changed meanwhile is nothing yet; went
-//! backwards is a slot the child scribbled on, reported once as
-//! [`Malformed::Corrupt`](master_proto::Malformed::Corrupt) (its value
-//! becomes the reference); moved forward is the child's newest state,
-//! delivered, and the states it skipped are counted as overwritten. The
-//! master reads only the slots it watches and the doorbells the kernel
+//! a new even `sleep` epoch), then looks once at each watched slot: a
+//! `state` word (acquire) equal to the one it looked at last is nothing
+//! new; one with an even `seq` is a slot the child scribbled on, reported
+//! once as [`Malformed::Corrupt`](master_proto::Malformed::Corrupt); else
+//! it is the child's newest state, delivered with the pid and generation
+//! of `who`, and the states its `seq` skipped are counted as overwritten.
+//! The master reads only the slots it watches and the doorbells the kernel
 //! reports, so its work per wake grows with the number of children that
 //! changed, not with the number of children.
 //!
 //! **What a master sees**: of each child, states in the order it published
 //! them, with gaps where it published faster than the master looked
 //! ([`Delivery::LatestState`](master_proto::Delivery)); never a state
-//! twice, never an older state after a newer one (`seq` only grows), never
-//! a mix of two states; and once the child stops, its last state.
+//! twice, never an older state after a newer one (a look reports the word
+//! the slot holds now, which is the child's newest), never a mix of two
+//! states; and once the child stops, its last state.
 //!
 //! **Sleep and wake**, per slot, no wake-up lost: a slot that two looks in
 //! a row found unchanged is put to sleep at the end of the pass, with every
@@ -129,10 +130,9 @@
 //! `Corrupt` items, or states with whatever pid and status the child wrote,
 //! all under that child's [`Sender::Channel`](master_proto::Sender::Channel)
 //! pid, which the master's bookkeeping judges (a forged pid, a wrong
-//! generation). It can leave `seq` odd (its own states are then never
-//! delivered; when it is reaped, the master reports
-//! [`Malformed::Torn`](master_proto::Malformed::Torn)), overwrite the
-//! master's `sleep` word (it then rings when it need not, or not when it
+//! generation); a state it publishes with a new `who` may be reported with
+//! the `who` of the one after it, which is nothing it could not have
+//! written itself. It can overwrite the master's `sleep` word (it then rings when it need not, or not when it
 //! should: its own states wait for the master's next look), ring its
 //! doorbell for nothing (the master wakes up for nothing, counted as a
 //! spurious ring), or change state as fast as it can (one state a pass).
@@ -151,9 +151,10 @@
 //!
 //! The slot protocol and the sleep/wake handshake (the private module
 //! `slot`) are safe code over atomics imported from a `cfg(loom)` shim.
-//! Their loom models (a state never read half written, by a master that
-//! looks while a child publishes or dies publishing; no lost wake-up across
-//! several sleeps; an edge-triggered master never left asleep on a state)
+//! Their loom models (states in order, whole and ending with the last, by a
+//! master that looks while a child publishes or dies publishing; no lost
+//! wake-up when the master goes to sleep, nor across several sleeps; an
+//! edge-triggered master never left asleep on a state)
 //! run with:
 //!
 //! ```sh

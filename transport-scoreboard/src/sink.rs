@@ -12,7 +12,7 @@ use crate::transport::{ARMED, CONTROL_WORDS, FENCE};
 
 /// A child's end of a [`crate::Scoreboard`] channel.
 ///
-/// `notify` overwrites the child's slot with three plain stores and never
+/// `notify` overwrites the child's slot with one plain store and never
 /// waits. While the master watches the slot it makes no system call and no
 /// locked instruction; while the master sleeps on it, the first `notify`
 /// rings the child's doorbell (one `write(2)`) and the following ones do

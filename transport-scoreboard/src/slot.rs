@@ -4,27 +4,26 @@
 //! A slot is a few 64-bit words (in the transport, the child's own sealed
 //! memfd, see the crate docs; in the loom models and unit tests, ordinary
 //! memory, [`SlotMem`]). The child's [`Writer`] publishes each new state
-//! there, a seqlock of three plain stores; the master's [`Reader`] looks at
-//! it and reports a state only when its sequence number moved forward.
-//! Nothing here trusts a word the child can write: whatever it holds, a
-//! look returns, and at worst reports [`Look::Corrupt`].
+//! there with one plain 64-bit store; the master's [`Reader`] looks at it
+//! with one load and reports the state when the word changed. Nothing here
+//! trusts a word the child can write: whatever it holds, a look returns,
+//! and at worst reports [`Look::Corrupt`].
 //!
 //! # Words (indices into the slot)
 //!
 //! | word | bits 63–32 | bits 31–0 | written by |
 //! |---|---|---|---|
-//! | [`SEQ`] (byte 0) | `seq` | | child |
-//! | [`STATE`] (byte 8) | `pid` | `status` | child |
-//! | [`GENERATION`] (byte 16) | — | `generation` | child |
+//! | [`STATE`] (byte 0) | `seq` | `status` | child |
+//! | [`WHO`] (byte 8) | `generation` | `pid` | child |
 //! | [`SLEEP`] (byte 64) | `epoch` | | master |
 //!
-//! `seq` is `2n` once the child's `n`-th state is published and odd while
-//! one is being written: [`Writer::publish`] stores `seq + 1`, then `STATE`
-//! (and `GENERATION` when it changed), then `seq + 2` with release. A
-//! reader that sees the same even `seq` before and after reading the other
-//! words (with an acquire fence between) has read one state whole; a child
-//! killed between any two stores leaves an odd `seq`, which reads as "no new
-//! state": the master keeps the previous one, never a mix.
+//! A state is one word: the child's `n`-th state has `seq = 2n - 1` (odd,
+//! wrapping), and [`Writer::publish`] stores it with release, after `WHO`
+//! when that changed (an honest child's pid and generation never do after
+//! its first state). So a child killed at any instruction leaves the slot
+//! holding its previous state or its new one, whole, never a mix, and a
+//! look never waits for a writer, however fast it writes. A state word
+//! with an even `seq` is none the child's `Writer` makes: a scribble.
 //!
 //! # The handshake, per slot
 //!
@@ -49,12 +48,10 @@ pub(crate) use std::sync::atomic::{AtomicU64, Ordering, fence};
 
 use master_proto::{Malformed, Status, StatusUpdate};
 
-/// Word: the state's sequence number (`2n` published, odd while writing).
-pub(crate) const SEQ: usize = 0;
-/// Word: `pid` (high half) and `status` (low half).
-pub(crate) const STATE: usize = 1;
-/// Word: `generation` (low half).
-pub(crate) const GENERATION: usize = 2;
+/// Word: the state, `seq` (high half, odd) and `status` (low half).
+pub(crate) const STATE: usize = 0;
+/// Word: `generation` (high half) and `pid` (low half).
+pub(crate) const WHO: usize = 1;
 /// Word: the master's sleep epoch for this slot (odd: asleep), on a cache
 /// line of its own (the master writes it, the child only reads it).
 pub(crate) const SLEEP: usize = 8;
@@ -63,10 +60,10 @@ pub(crate) const SLOT_WORDS: usize = SLEEP + 1;
 /// The bytes a slot needs.
 pub(crate) const SLOT_BYTES: usize = SLOT_WORDS * 8;
 
-/// The `STATE` word: pid and status.
+/// A word made of two halves.
 #[must_use]
-pub(crate) const fn state(pid: i32, status: Status) -> u64 {
-    ((pid.cast_unsigned() as u64) << 32) | status.0.cast_unsigned() as u64
+pub(crate) const fn word(high: u32, low: u32) -> u64 {
+    ((high as u64) << 32) | low as u64
 }
 
 /// A word's high and low halves.
@@ -74,13 +71,6 @@ pub(crate) const fn state(pid: i32, status: Status) -> u64 {
 #[allow(clippy::cast_possible_truncation, reason = "the low half is meant")]
 pub(crate) const fn halves(word: u64) -> (u32, u32) {
     ((word >> 32) as u32, word as u32)
-}
-
-/// The update a slot's `STATE` and `GENERATION` words say.
-#[must_use]
-pub(crate) const fn update_of(state: u64, generation: u64) -> StatusUpdate {
-    let (pid, status) = halves(state);
-    StatusUpdate { pid: pid.cast_signed(), generation: halves(generation).1, status: Status(status.cast_signed()) }
 }
 
 /// Slot memory of its own, for the loom models and unit tests.
@@ -101,67 +91,55 @@ impl SlotMem {
     }
 }
 
-/// The child's side of its slot: its sequence number, the pid and
-/// generation it last wrote, and the epoch it last rang for.
-#[derive(Clone, Copy, Debug, Default)]
+/// The child's side of its slot: the `seq` of its last state, the `WHO`
+/// it last wrote, and the epoch it last rang for.
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct Writer {
-    seq: u64,
-    generation: Option<u32>,
+    seq: u32,
+    who: Option<u64>,
     rang: u64,
 }
 
 impl Writer {
-    /// A writer for a fresh slot (whose words read as zeros).
+    /// A writer for a fresh slot (whose words read as zeros): its first
+    /// state has `seq` 1.
     pub(crate) fn new() -> Writer {
-        Writer::default()
+        Writer { seq: u32::MAX, who: None, rang: 0 }
     }
 
-    /// Publishes `update` as the slot's next state: `SEQ` odd, `STATE` (and
-    /// `GENERATION` if it changed), `SEQ` even. Plain stores only. The
-    /// caller then fences and asks [`must_ring`](Self::must_ring).
+    /// Publishes `update` as the slot's next state: `WHO` if it changed,
+    /// then `STATE`, one plain store each. The caller then fences and asks
+    /// [`must_ring`](Self::must_ring).
     #[inline]
     pub(crate) fn publish(&mut self, slot: &[AtomicU64], update: StatusUpdate) {
         self.publish_steps(slot, update, usize::MAX);
     }
 
-    /// Performs the first `steps` stores of publishing `update` (three, or
-    /// four when the generation changes, for a whole publish). A child that
-    /// dies after any of them leaves exactly what stopping here leaves.
+    /// Performs the first `steps` stores of publishing `update` (one, or
+    /// two when `WHO` changes, for a whole publish). A child that dies
+    /// after any of them leaves exactly what stopping here leaves.
     #[inline]
     pub(crate) fn publish_steps(&mut self, slot: &[AtomicU64], update: StatusUpdate, steps: usize) {
-        let (Some(seq), Some(word), Some(generation)) = (slot.get(SEQ), slot.get(STATE), slot.get(GENERATION)) else {
-            return;
-        };
-        if steps == 0 {
-            return;
-        }
-        // Odd: a state is being written. The release fence orders this
-        // store before the words below; it pairs with the reader's acquire
-        // fence between its reads of those words and its second read of
-        // `SEQ`, so a reader that saw any word below sees this odd value
-        // (or a later one) after them, and drops the read.
-        seq.store(self.seq + 1, Ordering::Relaxed);
-        fence(Ordering::Release);
-        let mut left = steps - 1;
-        if self.generation != Some(update.generation) {
+        let (Some(state), Some(who)) = (slot.get(STATE), slot.get(WHO)) else { return };
+        let mut left = steps;
+        let next_who = word(update.generation, update.pid.cast_unsigned());
+        if self.who != Some(next_who) {
             if left == 0 {
                 return;
             }
-            generation.store(u64::from(update.generation), Ordering::Relaxed);
-            self.generation = Some(update.generation);
+            // Before the state, which publishes it: the release store below
+            // orders it for a reader that acquires the state.
+            who.store(next_who, Ordering::Relaxed);
+            self.who = Some(next_who);
             left -= 1;
         }
         if left == 0 {
             return;
         }
-        word.store(state(update.pid, update.status), Ordering::Relaxed);
-        if left == 1 {
-            return;
-        }
-        // Even: published. Release pairs with the reader's acquire load of
-        // `SEQ`: a reader that sees this value sees the words above.
-        self.seq += 2;
-        seq.store(self.seq, Ordering::Release);
+        self.seq = self.seq.wrapping_add(2);
+        // The publish. Release pairs with the reader's acquire load of the
+        // state: a reader that sees this state sees the `WHO` above.
+        state.store(word(self.seq, update.status.0.cast_unsigned()), Ordering::Release);
     }
 
     /// After publishing and a full fence (or the compiler fence that a
@@ -183,69 +161,55 @@ impl Writer {
 /// What one look at a slot found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Look {
-    /// No new state since the last one reported.
+    /// The state word is the one last looked at: nothing new.
     Unchanged,
-    /// A state is being written (odd `SEQ`), or was being written while
-    /// the look read it: no new state yet, but the child is at it.
-    Writing,
     /// A new state, and how many states the child published since the
-    /// previous one reported (overwritten, never seen).
+    /// previous one reported (overwritten, never seen; as far as the
+    /// child's `seq` says).
     Changed(StatusUpdate, u64),
-    /// `SEQ` went backwards, which no honest child does: reported once (the
-    /// slot's value is taken as the new reference), nothing delivered.
+    /// A state word with an even `seq`, which no honest child writes:
+    /// reported once (until the word changes again), nothing delivered.
     Corrupt(Malformed),
 }
 
-/// The master's side of one slot: the sequence number of the last state it
-/// reported. Nothing the child writes is trusted: every word is read as a
-/// value, and any value leads to one of the [`Look`]s.
-#[derive(Clone, Copy, Debug, Default)]
+/// The master's side of one slot: the state word it looked at last, and
+/// the `seq` of the last state it reported. Nothing the child writes is
+/// trusted: every word is read as a value, and any value leads to one of
+/// the [`Look`]s.
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct Reader {
-    seq: u64,
+    last: u64,
+    seq: u32,
 }
 
 impl Reader {
-    /// A reader for a fresh slot.
+    /// A reader for a fresh slot (a state word of zero is "no state yet").
     pub(crate) fn new() -> Reader {
-        Reader::default()
+        Reader { last: 0, seq: u32::MAX }
     }
 
-    /// Looks at the slot once. Never blocks, never panics, whatever the
-    /// child wrote.
+    /// Looks at the slot once: one load, and one more when it changed.
+    /// Never waits, never panics, whatever the child wrote.
     #[inline]
     pub(crate) fn look(&mut self, slot: &[AtomicU64]) -> Look {
-        let (Some(seq), Some(word), Some(generation)) = (slot.get(SEQ), slot.get(STATE), slot.get(GENERATION)) else {
-            return Look::Unchanged;
-        };
-        // Acquire pairs with the writer's release store of an even `SEQ`.
-        let first = seq.load(Ordering::Acquire);
-        if first == self.seq {
+        let (Some(state), Some(who)) = (slot.get(STATE), slot.get(WHO)) else { return Look::Unchanged };
+        // Acquire pairs with the writer's release store of the state.
+        let now = state.load(Ordering::Acquire);
+        if now == self.last {
             return Look::Unchanged;
         }
-        if first & 1 == 1 {
-            return Look::Writing;
+        self.last = now;
+        let (seq, status) = halves(now);
+        if seq & 1 == 0 {
+            return Look::Corrupt(Malformed::Corrupt("slot state with an even sequence number"));
         }
-        let (state, gen_word) = (word.load(Ordering::Relaxed), generation.load(Ordering::Relaxed));
-        // Pairs with the writer's release fence after its odd store: if the
-        // words read above came from a publish after `first`, `SEQ` reads
-        // that publish's odd value (or later) now.
-        fence(Ordering::Acquire);
-        if seq.load(Ordering::Relaxed) != first {
-            return Look::Writing;
-        }
-        if first < self.seq {
-            self.seq = first;
-            return Look::Corrupt(Malformed::Corrupt("slot sequence went backwards"));
-        }
-        let skipped = (first - self.seq) / 2 - 1;
-        self.seq = first;
-        Look::Changed(update_of(state, gen_word), skipped)
-    }
-
-    /// Whether the slot is left half written (an odd `SEQ`): after the child
-    /// died, a state it never finished, reported as torn.
-    pub(crate) fn unfinished(slot: &[AtomicU64]) -> bool {
-        slot.get(SEQ).is_some_and(|w| w.load(Ordering::Acquire) & 1 == 1)
+        let (generation, pid) = halves(who.load(Ordering::Relaxed));
+        let skipped = u64::from((seq.wrapping_sub(self.seq) / 2).saturating_sub(1));
+        self.seq = seq;
+        Look::Changed(
+            StatusUpdate { pid: pid.cast_signed(), generation, status: Status(status.cast_signed()) },
+            skipped,
+        )
     }
 }
 
@@ -282,6 +246,7 @@ mod tests {
         let (mut w, mut r) = (Writer::new(), Reader::new());
         assert_eq!(r.look(mem.words()), Look::Unchanged, "a fresh slot holds no state");
         w.publish(mem.words(), up(1));
+        assert_eq!(halves(mem.words()[STATE].load(Ordering::Relaxed)).0, 1, "the first state has seq 1");
         assert_eq!(r.look(mem.words()), Look::Changed(up(1), 0));
         assert_eq!(r.look(mem.words()), Look::Unchanged, "reported once");
         for n in 2..10 {
@@ -289,53 +254,63 @@ mod tests {
         }
         assert_eq!(r.look(mem.words()), Look::Changed(up(9), 7), "the latest, seven overwritten");
         assert_eq!(r.look(mem.words()), Look::Unchanged);
+        // The same status again is a new state: a new seq.
+        w.publish(mem.words(), up(9));
+        assert_eq!(r.look(mem.words()), Look::Changed(up(9), 0));
     }
 
     #[test]
-    fn a_new_generation_is_written_inside_the_bracket() {
+    fn sequence_numbers_wrap_and_stay_odd() {
+        let mem = SlotMem::new();
+        let (mut w, mut r) = (Writer::new(), Reader::new());
+        w.seq = u32::MAX - 4;
+        r.seq = w.seq;
+        for n in 0..6 {
+            w.publish(mem.words(), up(n));
+            assert_eq!(halves(mem.words()[STATE].load(Ordering::Relaxed)).0 & 1, 1);
+            assert_eq!(r.look(mem.words()), Look::Changed(up(n), 0), "state {n} across the wrap");
+        }
+    }
+
+    #[test]
+    fn a_new_sender_is_written_before_the_state() {
         let mem = SlotMem::new();
         let (mut w, mut r) = (Writer::new(), Reader::new());
         w.publish(mem.words(), up(1));
-        let other = StatusUpdate { generation: 8, ..up(2) };
+        let other = StatusUpdate { generation: 8, pid: 5, ..up(2) };
         w.publish(mem.words(), other);
         assert_eq!(r.look(mem.words()), Look::Changed(other, 1));
-        assert_eq!(mem.words()[SEQ].load(Ordering::Relaxed), 4);
+        assert_eq!(mem.words()[WHO].load(Ordering::Relaxed), word(8, 5));
     }
 
     #[test]
-    fn half_written_states_are_never_delivered() {
-        // Steps: odd seq, generation (first publish), state, even seq.
-        for steps in 0..4 {
-            let mem = SlotMem::new();
-            let (mut w, mut r) = (Writer::new(), Reader::new());
-            w.publish_steps(mem.words(), up(1), steps);
-            let look = r.look(mem.words());
-            assert!(matches!(look, Look::Unchanged | Look::Writing), "{steps} steps: {look:?}");
-            assert_eq!(Reader::unfinished(mem.words()), steps >= 1, "after {steps} steps");
-        }
+    fn a_stopped_publish_leaves_the_previous_state() {
+        // Steps: WHO (the first publish, or a new sender), STATE.
         let mem = SlotMem::new();
         let (mut w, mut r) = (Writer::new(), Reader::new());
-        w.publish_steps(mem.words(), up(1), 4);
-        assert_eq!(r.look(mem.words()), Look::Changed(up(1), 0), "four stores publish the first state");
-        w.publish_steps(mem.words(), up(2), 2);
-        assert_eq!(r.look(mem.words()), Look::Writing, "the generation is unchanged: two stores leave it odd");
-        assert!(Reader::unfinished(mem.words()));
+        w.publish_steps(mem.words(), up(1), 1);
+        assert_eq!(r.look(mem.words()), Look::Unchanged, "the sender written, no state yet");
+        w.publish_steps(mem.words(), up(1), 1);
+        assert_eq!(r.look(mem.words()), Look::Changed(up(1), 0), "then one store publishes it");
+        let other = StatusUpdate { pid: 6, ..up(2) };
+        w.publish_steps(mem.words(), other, 1);
+        assert_eq!(r.look(mem.words()), Look::Unchanged, "a new sender alone changes no state");
+        w.publish_steps(mem.words(), other, 0);
+        assert_eq!(r.look(mem.words()), Look::Unchanged);
     }
 
     #[test]
-    fn a_sequence_that_goes_backwards_is_reported_once() {
+    fn an_even_sequence_number_is_reported_once() {
         let mem = SlotMem::new();
         let (mut w, mut r) = (Writer::new(), Reader::new());
-        for n in 0..3 {
-            w.publish(mem.words(), up(n));
-        }
+        w.publish(mem.words(), up(0));
         assert!(matches!(r.look(mem.words()), Look::Changed(..)));
-        mem.words()[SEQ].store(2, Ordering::Relaxed);
-        assert_eq!(r.look(mem.words()), Look::Corrupt(Malformed::Corrupt("slot sequence went backwards")));
+        mem.words()[STATE].store(word(2, 1), Ordering::Relaxed);
+        assert_eq!(r.look(mem.words()), Look::Corrupt(Malformed::Corrupt("slot state with an even sequence number")));
         assert_eq!(r.look(mem.words()), Look::Unchanged, "once");
-        // The writer goes on from its own count: ahead again, delivered.
+        // The writer goes on from its own count.
         w.publish(mem.words(), up(9));
-        assert_eq!(r.look(mem.words()), Look::Changed(up(9), 2), "skipped counts from the value taken");
+        assert_eq!(r.look(mem.words()), Look::Changed(up(9), 0));
     }
 
     #[test]
@@ -355,7 +330,7 @@ mod tests {
 
     #[test]
     fn short_slots_read_as_nothing() {
-        let words: Vec<AtomicU64> = (0..2).map(|_| AtomicU64::new(u64::MAX)).collect();
+        let words: Vec<AtomicU64> = (0..1).map(|_| AtomicU64::new(u64::MAX)).collect();
         assert_eq!(Reader::new().look(&words), Look::Unchanged);
         let mut w = Writer::new();
         w.publish(&words, up(1));

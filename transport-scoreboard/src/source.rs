@@ -8,7 +8,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use master_proto::lifeline::Lifeline;
 use master_proto::shm::eventfd::{bell_count, eventfd, ring_bell};
 use master_proto::shm::{ControlArea, GONE, LIFE, Mapping, membarrier, memfd, page_size, seal};
-use master_proto::{EndFds, Malformed, Received, RecvError, Sender, StatusSource};
+use master_proto::{EndFds, Received, RecvError, Sender, StatusSource};
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 
@@ -274,8 +274,9 @@ impl ScoreboardSource {
     }
 
     /// Unmaps the slot of the reaped child `pid`, after a last look: its
-    /// final state is delivered before anything else, and a state it died
-    /// writing is reported as [`Malformed::Torn`].
+    /// final state is delivered before anything else. (A child killed in
+    /// the middle of a `notify` left its previous state or its new one:
+    /// nothing is ever torn.)
     pub(crate) fn forget(&mut self, pid: i32) {
         while let Some(at) = self.slots.iter().position(|s| s.as_ref().is_some_and(|s| s.pid == Some(pid))) {
             let Some(mut slot) = self.slots[at].take() else { break };
@@ -292,10 +293,7 @@ impl ScoreboardSource {
                     self.pending.push_back(Received::Update { update, sender: Sender::Channel(pid) });
                 }
                 Look::Corrupt(m) => self.pending.push_back(Received::Malformed(m)),
-                Look::Unchanged | Look::Writing => {}
-            }
-            if Reader::unfinished(slot.mapping.words64()) {
-                self.pending.push_back(Received::Malformed(Malformed::Torn));
+                Look::Unchanged => {}
             }
             // Closing the master's copy below takes it out of the epoll too,
             // unless the child's copy lives on elsewhere; then events keep
@@ -379,7 +377,7 @@ impl ScoreboardSource {
             let pid = slot.pid.unwrap_or(0);
             self.counters.looks += 1;
             match slot.reader.look(slot.mapping.words64()) {
-                Look::Unchanged | Look::Writing => slot.idle = slot.idle.saturating_add(1),
+                Look::Unchanged => slot.idle = slot.idle.saturating_add(1),
                 Look::Changed(update, skipped) => {
                     self.counters.overwritten += skipped;
                     slot.idle = 0;
@@ -441,7 +439,7 @@ impl ScoreboardSource {
             let pid = slot.pid.unwrap_or(0);
             self.counters.looks += 1;
             let item = match slot.reader.look(slot.mapping.words64()) {
-                Look::Unchanged | Look::Writing => continue,
+                Look::Unchanged => continue,
                 Look::Changed(update, skipped) => {
                     self.counters.overwritten += skipped;
                     Received::Update { update, sender: Sender::Channel(pid) }
