@@ -65,8 +65,10 @@
 //! only if it is odd and the child has not rung for that epoch yet does it
 //! ring its doorbell (one eventfd write), and it remembers the epoch in its
 //! own memory. So while the master watches the slot a `notify` is two
-//! loads and one store into the child's own memory and a compiler fence:
-//! no system call, no locked instruction; and while the master sleeps on
+//! loads (the death word, `sleep`), one store (`state`) and a compiler
+//! fence, besides the plain loads and stores of the lock its threads share
+//! (biased towards the first, as memfd's): no system call, no locked
+//! instruction; and while the master sleeps on
 //! it, or is stopped, only the first `notify` of each of the master's
 //! sleeps makes one. It never waits and never fails but for
 //! `Disconnected` ([`BackPressure::Overwrite`](master_proto::BackPressure)):

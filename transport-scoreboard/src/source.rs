@@ -78,6 +78,7 @@ impl Slot {
 
 /// What the master counts, for diagnostics and tests.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Counters {
     /// Looks at a slot: the master's work, which grows with the changes,
     /// not with the number of slots.
