@@ -155,6 +155,13 @@
 //! RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 CARGO_TARGET_DIR=target/loom \
 //!     cargo test -p master-proto-memfd --release --lib --locked loom
 //! ```
+//!
+//! # See also
+//!
+//! `master-proto`'s `shm` module (feature `shm`): the sealed memfds and
+//! their mappings, the eventfd, futex and membarrier calls, the death watch
+//! and the biased lock this crate uses; `master-proto-scoreboard`, the
+//! latest-state transport that shares them.
 
 cfg_if::cfg_if! {
     if #[cfg(all(target_os = "linux", loom))] {

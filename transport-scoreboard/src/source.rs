@@ -290,7 +290,7 @@ impl ScoreboardSource {
             }
             match slot.reader.look(slot.mapping.words64()) {
                 Look::Changed(update, skipped) => {
-                    self.counters.overwritten += skipped;
+                    self.counters.overwritten = self.counters.overwritten.saturating_add(skipped);
                     self.pending.push_back(Received::Update { update, sender: Sender::Channel(pid) });
                 }
                 Look::Corrupt(m) => self.pending.push_back(Received::Malformed(m)),
@@ -380,7 +380,7 @@ impl ScoreboardSource {
             match slot.reader.look(slot.mapping.words64()) {
                 Look::Unchanged => slot.idle = slot.idle.saturating_add(1),
                 Look::Changed(update, skipped) => {
-                    self.counters.overwritten += skipped;
+                    self.counters.overwritten = self.counters.overwritten.saturating_add(skipped);
                     slot.idle = 0;
                     f(Received::Update { update, sender: Sender::Channel(pid) });
                     n += 1;
@@ -442,7 +442,7 @@ impl ScoreboardSource {
             let item = match slot.reader.look(slot.mapping.words64()) {
                 Look::Unchanged => continue,
                 Look::Changed(update, skipped) => {
-                    self.counters.overwritten += skipped;
+                    self.counters.overwritten = self.counters.overwritten.saturating_add(skipped);
                     Received::Update { update, sender: Sender::Channel(pid) }
                 }
                 Look::Corrupt(m) => Received::Malformed(m),
