@@ -129,6 +129,43 @@ fn loom_going_to_sleep_loses_no_wakeup() {
     });
 }
 
+/// One barrier for several slots, as a pass puts every slot that went idle
+/// to sleep together: the master stores an odd epoch in two slots, passes
+/// one barrier, and looks at each once more, while each slot's child
+/// publishes and rings if it sees its odd epoch. For each slot, the master
+/// saw the state or that child rang.
+#[test]
+fn loom_one_barrier_puts_several_slots_to_sleep() {
+    loom::model(|| {
+        let slots = [Arc::new(SlotMem::new()), Arc::new(SlotMem::new())];
+        let bells = [Arc::new(Counter::new(0)), Arc::new(Counter::new(0))];
+        let children: Vec<_> = (0..2)
+            .map(|k| {
+                let (m, b) = (Arc::clone(&slots[k]), Arc::clone(&bells[k]));
+                thread::spawn(move || {
+                    let mut w = Writer::new();
+                    w.publish(m.words(), state(1));
+                    fence(Ordering::SeqCst);
+                    if w.must_ring(m.words()) {
+                        b.fetch_add(1, Ordering::SeqCst);
+                    }
+                })
+            })
+            .collect();
+        for slot in &slots {
+            slot::declare_asleep(slot.words(), 1);
+        }
+        fence(Ordering::SeqCst);
+        let seen: Vec<bool> = slots.iter().map(|slot| whole(Reader::new().look(slot.words())).is_some()).collect();
+        for child in children {
+            child.join().expect("a child");
+        }
+        for k in 0..2 {
+            assert!(seen[k] || bells[k].load(Ordering::SeqCst) > 0, "slot {k}: lost wake-up");
+        }
+    });
+}
+
 /// Rings once per epoch, across several sleeps: the master sleeps on the
 /// slot; each time its doorbell has rung it wakes (even epoch), looks, and
 /// goes to sleep again (a new odd epoch, barrier, a last look). The child
