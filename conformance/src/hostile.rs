@@ -22,7 +22,7 @@
 //!   ([`Short`](master_proto::Malformed::Short) or
 //!   [`Oversized`](master_proto::Malformed::Oversized)) and nobody else's
 //!   record is touched.
-//! - **shared memory** (`memfd`): the bytes are scribbled into the child's
+//! - **shared memory** (`memfd`, `scoreboard`): the bytes are scribbled into the child's
 //!   own region of the mapping at an offset of the impl's choosing; the
 //!   master validates whatever it finds there, and [`Hostile::RAW_FRAMING`]
 //!   is `None` because what a scribble decodes to is not a per-write

@@ -42,7 +42,7 @@
 //! | 11 | `fd_hygiene` | a child holds exactly 0-2, 5, listen and aux fds; never the master's end |
 //! | 12 | `eintr_storm` | `SIGUSR1` storm (no `SA_RESTART`) at children and master during 2 and 10 |
 //! | 13 | `generation_and_reload` | wrong generations ignored; reload retires old children, tells them to go, counts new ones |
-//! | 14 | `threads_share_a_sink` | threads of one child share a sink, nothing torn (or the sink is not `Sync`, as declared) |
+//! | 14 | `threads_share_a_sink` | threads of one child share a sink, nothing torn, each thread's in order (latest state: the child's last state arrives last), or the sink is not `Sync`, as declared |
 //! | 15 | `edge_triggered_wakeup` | a master waiting in `EPOLLET` (as tokio and mio do), 2,000 bursts of 1-300 records beside quiet children: no wait ends by its bound while a record is pending, nothing lost |
 //! | 16 | `tokio_master` | a tokio master (current-thread, then multi-thread runtime) receives the bursts of 15 through `AsyncSource`: nothing lost, no stall, every wait bounded |
 //! | 17 | `tokio_disconnect` | children await `tokio::Disconnect` (current-thread; multi-thread, in a spawned task): it resolves on orderly close and on `SIGKILL` of the master, then notify says `Disconnected` |

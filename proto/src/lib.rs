@@ -20,7 +20,10 @@
 //!   every Postfix rule;
 //! - `tokio` and `mio`, behind the cargo features of those names: a source
 //!   awaited on tokio's reactor or registered with mio, and a child's wait
-//!   for its master's disconnect.
+//!   for its master's disconnect;
+//! - [`lifeline`] and, behind feature `shm` on Linux, `shm`: machinery that
+//!   several transports share (a lifeline pipe; sealed memfds, doorbells,
+//!   the death word and a biased lock for the shared-memory transports).
 //!
 //! # The contract every transport meets
 //!
@@ -77,6 +80,8 @@ pub mod lifeline;
 pub mod master;
 #[cfg(feature = "mio")]
 pub mod mio;
+#[cfg(all(feature = "shm", target_os = "linux"))]
+pub mod shm;
 pub mod sink;
 pub mod source;
 pub mod stream;

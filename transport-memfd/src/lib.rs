@@ -162,6 +162,13 @@
 //! The consumer is also fuzzed over arbitrary ring memory and hostile
 //! stores (the `memfd_ring` target in the workspace's `fuzz/`), through a
 //! hidden module that the feature `fuzzing` builds; it is not an API.
+//!
+//! # See also
+//!
+//! `master-proto`'s `shm` module (feature `shm`): the sealed memfds and
+//! their mappings, the eventfd, futex and membarrier calls, the death watch
+//! and the biased lock this crate uses; `master-proto-scoreboard`, the
+//! latest-state transport that shares them.
 
 cfg_if::cfg_if! {
     if #[cfg(all(target_os = "linux", loom))] {
@@ -169,7 +176,6 @@ cfg_if::cfg_if! {
         #[cfg(test)]
         mod loom_models;
     } else if #[cfg(target_os = "linux")] {
-        mod biased;
         #[cfg(feature = "conformance")]
         mod hostile;
         mod ring;

@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use master_proto::{EnvError, NotifyError, Status, StatusSink, StatusUpdate};
 
-use crate::biased::BiasedLock;
 use crate::ring::{self, ARMED, CONTROL_WORDS, FENCE, Ordering, Producer, TAIL};
-use crate::sys::{self, Mapping};
+use crate::sys::{self, BiasedLock, Mapping, RingView};
 
 /// How long a child blocked on a full ring sleeps in the kernel before it
 /// looks at the death word again (a master that dies cannot wake it).
@@ -59,15 +58,15 @@ impl MemfdSink {
         if ring_len < ring::ring_bytes(2) {
             return Err(EnvError::Unusable("the ring at fd 5 is smaller than two slots"));
         }
-        let ring = Mapping::shared(ring_fd.as_fd(), ring_len, true).map_err(io)?;
+        let ring = sys::map_ring(ring_fd.as_fd(), ring_len).map_err(io)?;
         let producer = Producer::new(ring.ring())
             .ok_or(EnvError::Unusable("the ring's capacity is not a power of two that fits its memfd"))?;
         let control_len = sys::file_size(control_fd.as_fd()).map_err(io)?;
         if control_len < CONTROL_WORDS * 4 {
             return Err(EnvError::Unusable("the control area is smaller than its words"));
         }
-        let control = Mapping::shared(control_fd.as_fd(), control_len, false).map_err(io)?;
-        let words = control.words();
+        let control = sys::map_control(control_fd.as_fd(), control_len).map_err(io)?;
+        let words = control.words32();
         let light_fence = words[FENCE].load(Ordering::Acquire) == 1 && sys::membarrier_register();
         let armed = words[ARMED].load(Ordering::Acquire) == 1;
         Ok(MemfdSink {
@@ -137,13 +136,13 @@ impl MemfdSink {
     /// `notify` still say so then.
     #[must_use]
     pub fn death_word_says_gone(&self) -> bool {
-        ring::master_gone(self.control.words())
+        ring::master_gone(self.control.words32())
     }
 
     /// Whether the master has gone: the death word, or the lifeline where
     /// the death word is not armed.
     fn master_gone(&self) -> Result<bool, NotifyError> {
-        if ring::master_gone(self.control.words()) {
+        if ring::master_gone(self.control.words32()) {
             return Ok(true);
         }
         if !self.armed {
@@ -216,7 +215,7 @@ impl MemfdSink {
         } else {
             ring::fence(Ordering::SeqCst);
         }
-        if ring::must_ring(self.control.words()) {
+        if ring::must_ring(self.control.words32()) {
             sys::ring_bell(self.doorbell.as_fd()).map_err(NotifyError::Io)?;
         }
         Ok(())

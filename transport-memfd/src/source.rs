@@ -9,7 +9,7 @@ use master_proto::lifeline::Lifeline;
 use master_proto::{EndFds, Malformed, Received, RecvError, Sender, StatusSource};
 
 use crate::ring::{self, ARMED, ASLEEP, Consumer, FENCE, GONE, Item, LIFE, Ordering, TAIL};
-use crate::sys::{self, ControlArea, Mapping};
+use crate::sys::{self, ControlArea, Mapping, RingView};
 use crate::transport::{CONTROL, DOORBELL};
 
 /// Slots in each child's ring (16 bytes each, 128 KiB a ring): enough for
@@ -179,7 +179,7 @@ impl MemfdSource {
         let len = ring::ring_bytes(RING_SLOTS);
         let fd = sys::memfd(c"master-proto-memfd-ring", len)?;
         sys::seal(fd.as_fd(), false)?;
-        let mapping = Mapping::shared(fd.as_fd(), len, true)?;
+        let mapping = sys::map_ring(fd.as_fd(), len)?;
         // A new memfd reads as zeros: only the header needs writing.
         consumer.init_zeroed(mapping.ring());
         let fds = EndFds {

@@ -33,10 +33,11 @@
 
 use std::io;
 use std::os::fd::OwnedFd;
+use std::time::Duration;
 
 use master_proto::env::ChildEnv;
 use master_proto::lifeline::{self, Lifeline};
-use master_proto::{Caps, EndFds, EnvError, Transport};
+use master_proto::{BackPressure, Caps, EndFds, EnvError, Transport};
 
 use crate::packet::{DgramSource, PACKET_CAPS, PacketSink, open_pair};
 
@@ -83,5 +84,93 @@ impl Transport for Dgram {
         let lifeline = lifeline::take(env)?;
         let status = env.take_status()?;
         Ok(PacketSink::new(status, Some(lifeline), env.pid, env.generation))
+    }
+}
+
+impl Dgram {
+    /// The same channel, whose `notify` waits at most `bound` for room in
+    /// a full channel and then returns
+    /// [`NotifyError::Full`](master_proto::NotifyError::Full)
+    /// ([`BackPressure::BlockFor`]).
+    #[must_use]
+    pub const fn with_timeout(self, bound: Duration) -> BoundedDgram {
+        BoundedDgram { bound }
+    }
+}
+
+/// A [`Dgram`] channel whose `notify` waits for room at most a bound, then
+/// returns [`NotifyError::Full`](master_proto::NotifyError::Full): a child
+/// of a stuck master goes on serving, having lost that one update (it
+/// knows, and may send its state again later). Made by
+/// [`Dgram::with_timeout`]; the default bound is one second.
+///
+/// The socket children send on is non-blocking for all of them (one open
+/// file); a `notify` that finds no room polls for it, and for the
+/// lifeline, until the bound has passed since its first try. The bound is
+/// the child's own: it builds its sink with the same value as the master
+/// (nothing in the standard environment carries it), as
+/// [`Transport::sink`] on this type does.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use master_proto::{BackPressure, Transport};
+/// use master_proto_unixsock::Dgram;
+/// let t = Dgram.with_timeout(Duration::from_millis(250));
+/// assert_eq!(t.caps().back_pressure, BackPressure::BlockFor(Duration::from_millis(250)));
+/// assert_eq!(t.name(), "bounded_dgram");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BoundedDgram {
+    bound: Duration,
+}
+
+impl BoundedDgram {
+    /// How long a `notify` waits for room.
+    #[must_use]
+    pub const fn bound(&self) -> Duration {
+        self.bound
+    }
+}
+
+impl Default for BoundedDgram {
+    /// A second: long enough that a master which reads is never taken for
+    /// a stuck one, short enough that a child of a stuck master loses one
+    /// update, not its client.
+    fn default() -> Self {
+        Dgram.with_timeout(Duration::from_secs(1))
+    }
+}
+
+impl Transport for BoundedDgram {
+    type Source = DgramSource;
+    type Sink = PacketSink;
+
+    fn name(&self) -> &'static str {
+        "bounded_dgram"
+    }
+
+    /// As [`Dgram`], but a full channel makes `notify` wait at most the
+    /// bound ([`BackPressure::BlockFor`]).
+    fn caps(&self) -> Caps {
+        PACKET_CAPS.with_back_pressure(BackPressure::BlockFor(self.bound))
+    }
+
+    fn open(&self) -> io::Result<DgramSource> {
+        let (master, child) = open_pair(socket2::Type::DGRAM)?;
+        // Every child's fd 5 is this one open file: non-blocking for all,
+        // so that a send on a full channel returns and the child polls
+        // with its bound.
+        child.set_nonblocking(true)?;
+        Ok(DgramSource::new(master, child, Lifeline::new()?))
+    }
+
+    fn end_fds(&self, source: &mut DgramSource, generation: u32) -> io::Result<EndFds> {
+        Dgram.end_fds(source, generation)
+    }
+
+    fn open_sink(&self, env: &mut ChildEnv) -> Result<PacketSink, EnvError> {
+        Ok(Dgram.open_sink(env)?.with_bound(self.bound))
     }
 }

@@ -8,7 +8,7 @@
 //! record is touched.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use master_proto::transport::check_transport;
 use master_proto::{ChildEnv, EnvError, Framing, Transport};
@@ -16,7 +16,7 @@ use master_proto_conformance::Hostile;
 use nix::errno::Errno;
 use nix::sys::socket::{MsgFlags, send};
 
-use crate::{Dgram, LIFELINE};
+use crate::{BoundedDgram, Dgram, LIFELINE};
 
 /// One `send(2)` of all of `bytes` on `fd`, `EINTR` retried; a short send
 /// is an error.
@@ -46,6 +46,36 @@ impl Hostile for Dgram {
 
     fn send_raw(raw: &mut Self::Raw, bytes: &[u8]) -> io::Result<()> {
         send_once(&raw.0, bytes)
+    }
+}
+
+impl Hostile for BoundedDgram {
+    /// As [`Dgram`]'s.
+    type Raw = (OwnedFd, OwnedFd);
+
+    const RAW_FRAMING: Option<Framing> = Some(Framing::Packet);
+
+    fn raw(&self, env: &mut ChildEnv) -> Result<Self::Raw, EnvError> {
+        check_transport(env, self.name(), false)?;
+        let lifeline = env.take_aux(LIFELINE)?;
+        Ok((env.take_status()?, lifeline))
+    }
+
+    /// One `send(2)`; the socket is non-blocking for this channel, so a
+    /// full one waits for room here.
+    fn send_raw(raw: &mut Self::Raw, bytes: &[u8]) -> io::Result<()> {
+        loop {
+            match send_once(&raw.0, bytes) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let mut fds = [nix::poll::PollFd::new(raw.0.as_fd(), nix::poll::PollFlags::POLLOUT)];
+                    match nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE) {
+                        Ok(_) | Err(Errno::EINTR) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                other => return other,
+            }
+        }
     }
 }
 

@@ -1,12 +1,13 @@
 //! Packet status channels: `AF_UNIX` `SOCK_DGRAM` and `SOCK_SEQPACKET`
 //! socketpairs, whose senders the master can name.
 //!
-//! Two flavours of [`master_proto::Transport`], both carrying Postfix's
+//! Three flavours of [`master_proto::Transport`], all carrying Postfix's
 //! 12-byte records as one datagram each:
 //!
 //! | flavour | name | mechanism | who sent it | master gone, as the child sees it |
 //! |---|---|---|---|---|
 //! | [`Dgram`] | `dgram` | one `AF_UNIX SOCK_DGRAM` socketpair shared by a service's children, plus a lifeline | the kernel's `SCM_CREDENTIALS` ([`Sender::KernelPid`]) | EOF on the lifeline pipe; `send` fails with `ECONNREFUSED` / `ENOTCONN` |
+//! | [`BoundedDgram`] | `bounded_dgram` | [`Dgram`] whose `notify` waits for room at most a bound ([`Dgram::with_timeout`]) | as `dgram` | as `dgram` |
 //! | [`SeqPacket`] | `seqpacket` | one `AF_UNIX SOCK_SEQPACKET` socketpair per child, behind one epoll descriptor (Linux, Android) | the child's private channel ([`Sender::Channel`]) | EOF and hang-up on fd 5; `send` fails with `EPIPE` |
 //!
 //! What both promise ([`master_proto::Caps`]):
@@ -34,6 +35,9 @@
 //!   not fit blocks until the master reads or goes away (then
 //!   `Disconnected`), even if the socket was made non-blocking (a `dgram`
 //!   child's socket is one open file shared with its siblings).
+//!   [`BoundedDgram`] declares [`BackPressure::BlockFor`] instead: it waits
+//!   at most its bound, then `notify` returns `Full`, and nothing it
+//!   accepted is lost.
 //! - a sink may be shared by threads: an update is one `send(2)`.
 //!
 //! The `seqpacket` module docs say what a channel per child buys and costs;
@@ -70,6 +74,7 @@
 //! [`Outcome::ForgedPid`]: master_proto::master::Outcome::ForgedPid
 //! [`Delivery::EveryUpdate`]: master_proto::Delivery::EveryUpdate
 //! [`BackPressure::Block`]: master_proto::BackPressure::Block
+//! [`BackPressure::BlockFor`]: master_proto::BackPressure::BlockFor
 //! [`NotifyError::Disconnected`]: master_proto::NotifyError::Disconnected
 //! [`Received::Malformed`]: master_proto::Received::Malformed
 
@@ -79,7 +84,7 @@ mod hostile;
 mod packet;
 mod sys;
 
-pub use dgram::{Dgram, LIFELINE};
+pub use dgram::{BoundedDgram, Dgram, LIFELINE};
 pub use packet::{DgramSource, PacketSink};
 
 cfg_if::cfg_if! {

@@ -8,6 +8,7 @@
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
 
 use master_proto::lifeline::{self, Lifeline};
 use master_proto::{
@@ -96,23 +97,57 @@ pub(crate) fn item(msg: &sys::Message, sender: Sender) -> Received {
     }
 }
 
-/// A child's end of a [`crate::Dgram`] or [`crate::SeqPacket`] channel.
+/// A child's end of a [`crate::Dgram`], [`crate::BoundedDgram`] or
+/// [`crate::SeqPacket`] channel.
 ///
 /// Each [`notify`](StatusSink::notify) is one `send(2)` of one 12-byte
-/// datagram with `MSG_NOSIGNAL`; the `dgram` flavour first looks at its
+/// datagram with `MSG_NOSIGNAL`; the `dgram` flavours first look at their
 /// lifeline (a zero-timeout `poll`). Its disconnect fd is the lifeline
 /// (`dgram`) or fd 5 itself (`seqpacket`).
 #[derive(Debug)]
 pub struct PacketSink {
     sock: Socket,
     lifeline: Option<OwnedFd>,
+    /// How long a `notify` waits for room before it says `Full`; `None`:
+    /// for as long as it takes.
+    bound: Option<Duration>,
     pid: i32,
     generation: u32,
 }
 
 impl PacketSink {
     pub(crate) fn new(sock: OwnedFd, lifeline: Option<OwnedFd>, pid: i32, generation: u32) -> PacketSink {
-        PacketSink { sock: Socket::from(sock), lifeline, pid, generation }
+        PacketSink { sock: Socket::from(sock), lifeline, bound: None, pid, generation }
+    }
+
+    /// The same sink, whose `notify` waits at most `bound` for room.
+    pub(crate) fn with_bound(self, bound: Duration) -> PacketSink {
+        PacketSink { bound: Some(bound), ..self }
+    }
+
+    /// Waits for room on the socket (or the master's exit), at most until
+    /// `deadline` if there is one: `Full` when it passes first.
+    #[cold]
+    fn wait_for_room(&self, deadline: Option<Instant>) -> Result<(), NotifyError> {
+        let timeout = match deadline {
+            None => PollTimeout::NONE,
+            Some(at) => {
+                let left = at.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(NotifyError::Full);
+                }
+                // Rounded up, so that the wait never ends before the
+                // deadline; `EINTR` comes back here with less left.
+                PollTimeout::try_from(left.as_nanos().div_ceil(1_000_000)).unwrap_or(PollTimeout::MAX)
+            }
+        };
+        match sys::wait(Some(self.sock.as_fd()), self.lifeline.as_ref().map(AsFd::as_fd), timeout)
+            .map_err(NotifyError::Io)?
+        {
+            Some(Ready::Gone) => Err(NotifyError::Disconnected),
+            Some(Ready::Writable) => Ok(()),
+            None => Err(NotifyError::Full),
+        }
     }
 }
 
@@ -127,6 +162,9 @@ impl StatusSink for PacketSink {
             lifeline::check(l)?;
         }
         let record = StatusUpdate { pid: self.pid, generation: self.generation, status }.encode();
+        // Set at the first EAGAIN: the bound counts from there, across any
+        // number of wake-ups that find the room taken by a sibling.
+        let mut deadline = None;
         loop {
             match self.sock.send_with_flags(&record, nix::libc::MSG_NOSIGNAL) {
                 // A datagram is sent whole or not at all.
@@ -135,18 +173,15 @@ impl StatusSink for PacketSink {
                     Errno::EINTR => {}
                     // The socket's open file is shared by every child of the
                     // service, and any of them may have made it
-                    // non-blocking: wait for room (or the master's exit)
-                    // here, so that a full channel blocks as declared.
+                    // non-blocking (a bounded channel's is, from the
+                    // start): wait for room (or the master's exit) here, so
+                    // that a full channel blocks as declared, or for at
+                    // most the bound.
                     Errno::EAGAIN => {
-                        let ready = sys::wait(
-                            Some(self.sock.as_fd()),
-                            self.lifeline.as_ref().map(AsFd::as_fd),
-                            PollTimeout::NONE,
-                        )
-                        .map_err(NotifyError::Io)?;
-                        if ready == Some(Ready::Gone) {
-                            return Err(NotifyError::Disconnected);
+                        if deadline.is_none() {
+                            deadline = Some(self.bound.map(|b| Instant::now() + b));
                         }
+                        self.wait_for_room(deadline.flatten())?;
                     }
                     // The master's socket is closed: ECONNREFUSED for the
                     // first datagram sent to a closed peer, ENOTCONN after;

@@ -34,6 +34,7 @@
 //! | `pipe` | `pipe`, `duplex` | every Unix |
 //! | `unixsock` | `dgram` (kernel-verified pids on Linux and Android), `seqpacket` | `dgram`: every Unix; `seqpacket`: Linux, Android |
 //! | `memfd` | `memfd` | Linux |
+//! | `scoreboard` | `scoreboard` (latest state: `notify` never blocks) | Linux |
 //!
 //! This crate's root is the one place outside the transport crates that
 //! says which transports exist where; [`with_transports!`] hands that list
@@ -52,7 +53,7 @@
 //! # See also
 //!
 //! The transport crates `master-proto-pipe`, `master-proto-unixsock`,
-//! `master-proto-memfd`; `master-proto-conformance`, the suite every one of
+//! `master-proto-memfd`, `master-proto-scoreboard`; `master-proto-conformance`, the suite every one of
 //! them passes.
 
 use std::io;
@@ -74,6 +75,9 @@ pub mod flavours {
 
     #[cfg(all(feature = "memfd", target_os = "linux"))]
     pub use master_proto_memfd::Memfd;
+
+    #[cfg(all(feature = "scoreboard", target_os = "linux"))]
+    pub use master_proto_scoreboard::Scoreboard;
 }
 
 /// Expands `callback! { name => Type, name => Type, ... }` listing every
@@ -160,7 +164,7 @@ macro_rules! __transports_unixsock {
 #[macro_export]
 macro_rules! __transports_memfd {
     ($how:tt $($list:tt)*) => {
-        $crate::__transports_end! { $how $($list)*
+        $crate::__transports_scoreboard! { $how $($list)*
             [memfd Memfd $crate::flavours::Memfd]
         }
     };
@@ -170,6 +174,25 @@ macro_rules! __transports_memfd {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __transports_memfd {
+    ($how:tt $($list:tt)*) => { $crate::__transports_scoreboard! { $how $($list)* } };
+}
+
+// scoreboard exists on Linux only.
+#[cfg(all(feature = "scoreboard", target_os = "linux"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __transports_scoreboard {
+    ($how:tt $($list:tt)*) => {
+        $crate::__transports_end! { $how $($list)*
+            [scoreboard Scoreboard $crate::flavours::Scoreboard]
+        }
+    };
+}
+
+#[cfg(not(all(feature = "scoreboard", target_os = "linux")))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __transports_scoreboard {
     ($how:tt $($list:tt)*) => { $crate::__transports_end! { $how $($list)* } };
 }
 
@@ -384,7 +407,7 @@ macro_rules! any {
     () => {
         compile_error!(
             "master-proto-transports: no transport is built on this platform with these features \
-             (enable `pipe`, `unixsock` or `memfd`)"
+             (enable `pipe`, `unixsock`, `memfd` or `scoreboard`)"
         );
     };
 }

@@ -373,10 +373,12 @@ pub(crate) fn back_pressure<T: Hostile + Default>(ctx: &Ctx, children: usize, pe
 }
 
 /// Case 14. Threads of one child notify through one shared sink
-/// concurrently: every update arrives whole and each thread's in its order;
-/// or, where the transport declares its sink not thread-safe, the type
-/// system forbids sharing it (`share` is `None`, from
-/// [`SyncProbe`](super::SyncProbe)).
+/// concurrently: every update arrives whole and each thread's in its order
+/// (for [`Delivery::LatestState`]: each thread's updates that arrive are in
+/// its order, and the child's last state, which its main thread sends once
+/// the threads are done, arrives last); or, where the transport declares
+/// its sink not thread-safe, the type system forbids sharing it (`share` is
+/// `None`, from [`SyncProbe`](super::SyncProbe)).
 pub fn threads_share_a_sink<T: Hostile + Default>(ctx: &Ctx, share: Option<Share<T>>) {
     const THREADS: i32 = 4;
     const EACH: i32 = 2_500;
@@ -389,9 +391,15 @@ pub fn threads_share_a_sink<T: Hostile + Default>(ctx: &Ctx, share: Option<Share
         return;
     }
     let share = share.expect("the sink is declared thread-safe but is not Sync");
+    // Four threads overwrite one another's states in a latest-state slot:
+    // only the child's last state is owed, so the child says which it is.
+    let latest = caps.delivery == Delivery::LatestState;
     if ctx.role().is_some() {
         let sink = child_sink::<T>();
         share(&sink, THREADS, EACH);
+        if latest {
+            sink.notify(Status::TAKEN).unwrap_or_else(|e| fail(format_args!("the last notify: {e}")));
+        }
         std::process::exit(0);
     }
     let mut source = t.open().expect("open a channel");
@@ -401,26 +409,32 @@ pub fn threads_share_a_sink<T: Hostile + Default>(ctx: &Ctx, share: Option<Share
     // One tracker entry per thread: its values are its own sequence.
     let mut trackers: Vec<Tracker> = (0..THREADS)
         .map(|th| {
-            let mut tr = Tracker::new(caps.delivery);
+            let mut tr = if latest { Tracker::lossy() } else { Tracker::new(caps.delivery) };
             tr.add(pid, 5, Script::sequence(2 + th * EACH, EACH, &[]));
             tr
         })
         .collect();
+    let mut last_arrived = false;
     let bound = Bound::new(WAIT, WAIT);
     loop {
         drain(&mut source, |item| {
             let update = update_of(item, "threads");
             assert_eq!((update.pid, update.generation), (pid, 5), "a torn update: {update:?}");
+            assert!(!last_arrived, "an update after the child's last state: {update:?}");
+            if latest && update.status == Status::TAKEN {
+                last_arrived = true;
+                return;
+            }
             let th = usize::try_from((update.status.0 - 2) / EACH).ok().filter(|&th| th < trackers.len());
             let th = th.unwrap_or_else(|| panic!("a value no thread sent: {update:?}"));
             trackers[th].take(&update).unwrap_or_else(|e| panic!("thread {th}: {e}"));
         });
-        if trackers.iter().all(Tracker::all_complete) {
+        if if latest { last_arrived } else { trackers.iter().all(Tracker::all_complete) } {
             break;
         }
         bound.wait(&source, || {
             let left: Vec<String> = trackers.iter().map(Tracker::incomplete).collect();
-            format!("every thread's updates ({})", left.join("; "))
+            format!("every thread's updates ({}; the last state arrived: {last_arrived})", left.join("; "))
         });
     }
     kid.expect_success("the threaded child");

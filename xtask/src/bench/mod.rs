@@ -2,7 +2,8 @@
 //! of its mechanism and (feature `peers`) other IPC crates, in real
 //! processes.
 //!
-//! Workloads (see [`subjects::Workload`]): notify cost, wake latency,
+//! Workloads (see [`subjects::Workload`]): notify cost (and, for the
+//! transports whose notify never waits, the same with the master stopped), wake latency,
 //! fan-in with 1, 4, 64 and 512 children (delivery verified), and death
 //! detection both ways. Every measurement is a master process of its own,
 //! this binary re-executed with a hidden `--role master`, which spawns its
@@ -51,6 +52,7 @@ Prints one Markdown table per workload.
   --no-pin           do not pin masters and children to separate CPUs
   --subject NAME     measure only this subject (repeatable)
   --workload NAME    run only this workload (repeatable): notify_cost,
+                     notify_stopped (transports whose notify never waits),
                      wake_latency, fan_in, death_master_to_child,
                      death_child_to_master
   --check-json PATH  check a JSON file written by --json: every transport
@@ -92,7 +94,7 @@ const QUICK: Sizes = Sizes {
 impl Sizes {
     fn describe(&self) -> String {
         format!(
-            "notify_cost {} notifies; wake_latency {} samples; fan_in {} updates per run shared by the children \
+            "notify_cost and notify_stopped {} notifies; wake_latency {} samples; fan_in {} updates per run shared by the children \
              (at least {} each); death {} samples each way. A notify_cost or fan_in run shorter than 50 ms is \
              measured again with 10x, then 100x the updates",
             self.notifies, self.wake_samples, self.fan_in_total, self.fan_in_min, self.death_samples
@@ -231,7 +233,7 @@ fn plan(o: &Options, sizes: &Sizes, all: &[Subject]) -> Vec<Job> {
                 continue;
             }
             let (children, count): (&[usize], u64) = match w {
-                Workload::NotifyCost => (&[1], sizes.notifies),
+                Workload::NotifyCost | Workload::NotifyStopped => (&[1], sizes.notifies),
                 Workload::WakeLatency => (&[1], sizes.wake_samples),
                 Workload::FanIn => (sizes.fan_in_children, 0),
                 Workload::DeathMasterToChild | Workload::DeathChildToMaster => (&[1], sizes.death_samples),

@@ -27,6 +27,7 @@ pub(crate) const METRICS: &[&str] = &[
     "lost",
     "torn",
     "duplicated",
+    "coalesced",
     "kill_p50_ns",
     "kill_p99_ns",
 ];
@@ -34,7 +35,7 @@ pub(crate) const METRICS: &[&str] = &[
 /// The metric a workload is compared on.
 pub(crate) const fn main_metric(w: Workload) -> &'static str {
     match w {
-        Workload::NotifyCost => "ns_per_notify",
+        Workload::NotifyCost | Workload::NotifyStopped => "ns_per_notify",
         Workload::WakeLatency | Workload::DeathMasterToChild | Workload::DeathChildToMaster => "p50_ns",
         Workload::FanIn => "updates_per_sec",
     }
@@ -118,6 +119,10 @@ fn find<'a>(all: &'a [Runs], workload: Workload, subject: &str, children: usize)
 /// the facade (`any:NAME`) or read by a master on tokio (`NAME+tokio`), the
 /// concrete transport `NAME` with its poll(2) master, the best it can do.
 fn floor_for(subject: &Subject, workload: Workload) -> Option<&'static str> {
+    if workload == Workload::NotifyStopped {
+        // Compared with the same subject's notify_cost instead.
+        return None;
+    }
     match subject.kind {
         Kind::Transport => {
             let concrete = subject.name.strip_prefix(subjects::ANY_PREFIX);
@@ -129,6 +134,17 @@ fn floor_for(subject: &Subject, workload: Workload) -> Option<&'static str> {
         Kind::Floor if workload == Workload::NotifyCost && subject.name != "floor:syscall" => Some("floor:syscall"),
         Kind::Floor | Kind::Peer => None,
     }
+}
+
+/// A `notify_stopped` row's ratio to the same subject's `notify_cost`: what
+/// a stopped master costs a child.
+fn ratio_to_running(all: &[Runs], r: &Runs) -> Option<f64> {
+    if r.workload != Workload::NotifyStopped {
+        return None;
+    }
+    let running = find(all, Workload::NotifyCost, r.subject.name, r.children)?.median("ns_per_notify")?;
+    let stopped = r.median("ns_per_notify")?;
+    (running > 0.0).then(|| stopped / running)
 }
 
 fn ratio(all: &[Runs], r: &Runs, to: Option<&str>) -> Option<f64> {
@@ -177,6 +193,9 @@ pub(crate) fn to_json(info: &RunInfo, all: &[Runs]) -> Value {
             }
             if let Some(x) = ratio(all, r, Some("pipe")) {
                 row.insert("ratio_to_pipe".into(), json!(x));
+            }
+            if let Some(x) = ratio_to_running(all, r) {
+                row.insert("ratio_to_running".into(), json!(x));
             }
             if let Some(e) = r.error() {
                 row.insert("error".into(), json!(e));
@@ -256,13 +275,21 @@ pub(crate) fn to_markdown(info: &RunInfo, all: &[Runs]) -> String {
             Workload::NotifyCost => {
                 ("notify cost (child side, master draining)", "| subject | ns/notify | min–max | ÷ floor | ÷ pipe |")
             }
+            Workload::NotifyStopped => (
+                "notify cost with the master stopped (child side; the master sleeps on the channel and reads \
+                 nothing; only the transports whose notify never waits: the others' children block)",
+                "| subject | ns/notify | min–max | ÷ running (its notify_cost) |",
+            ),
             Workload::WakeLatency => (
                 "wake latency (master asleep in poll, one update at a time)",
                 "| subject | p50 µs | min–max | p99 µs | p99.9 µs | ÷ floor | ÷ pipe |",
             ),
             Workload::FanIn => (
-                "fan-in (updates/s at the master; peak RSS of the master)",
-                "| subject | children | updates/s | min–max | master peak RSS KiB | lost/torn/dup | ÷ floor | ÷ pipe |",
+                "fan-in (updates/s at the master; peak RSS of the master; a latest-state transport delivers \
+                 each child's newest state, the others coalesced: lost counts children whose final state did not \
+                 arrive, dup states older than one seen before)",
+                "| subject | children | updates/s | min–max | master peak RSS KiB | lost/torn/dup | coalesced | ÷ floor | \
+                 ÷ pipe |",
             ),
             Workload::DeathMasterToChild => (
                 "death master → child (master closes its end, or is SIGKILLed; child's disconnect fd fires)",
@@ -282,7 +309,7 @@ pub(crate) fn to_markdown(info: &RunInfo, all: &[Runs]) -> String {
             let fmt = |x: f64| {
                 if w == Workload::FanIn {
                     num(x)
-                } else if w == Workload::NotifyCost {
+                } else if matches!(w, Workload::NotifyCost | Workload::NotifyStopped) {
                     format!("{x:.0}")
                 } else {
                     us(x)
@@ -295,6 +322,9 @@ pub(crate) fn to_markdown(info: &RunInfo, all: &[Runs]) -> String {
             let opt_us = |k: &str| r.median(k).map_or_else(|| "—".to_owned(), us);
             let mut line = match w {
                 Workload::NotifyCost => format!("| {} | {med} | {range} | {to_floor} | {to_pipe} |", r.subject.name),
+                Workload::NotifyStopped => {
+                    format!("| {} | {med} | {range} | {} |", r.subject.name, times(ratio_to_running(all, r)))
+                }
                 Workload::WakeLatency => format!(
                     "| {} | {med} | {range} | {} | {} | {to_floor} | {to_pipe} |",
                     r.subject.name,
@@ -304,13 +334,14 @@ pub(crate) fn to_markdown(info: &RunInfo, all: &[Runs]) -> String {
                 Workload::FanIn => {
                     let count = |k: &str| r.min_max(k).map_or_else(|| "—".to_owned(), |(_, hi)| format!("{hi:.0}"));
                     format!(
-                        "| {} | {} | {med} | {range} | {} | {}/{}/{} | {to_floor} | {to_pipe} |",
+                        "| {} | {} | {med} | {range} | {} | {}/{}/{} | {} | {to_floor} | {to_pipe} |",
                         r.subject.name,
                         r.children,
                         r.median("master_peak_rss_kib").map_or_else(|| "—".to_owned(), |x| format!("{x:.0}")),
                         count("lost"),
                         count("torn"),
                         count("duplicated"),
+                        r.median("coalesced").map_or_else(|| "—".to_owned(), num),
                     )
                 }
                 Workload::DeathMasterToChild => format!(
@@ -335,9 +366,10 @@ pub(crate) fn to_markdown(info: &RunInfo, all: &[Runs]) -> String {
 }
 
 /// Checks a JSON document written by `--json`: the machine is stated, and
-/// every transport built here has a row for every workload, without error,
-/// with its metrics, and with nothing lost, torn or duplicated where it
-/// promises every update. Returns what is wrong.
+/// every transport built here has a row for every workload it is measured
+/// on, without error, with its metrics, and with nothing lost, torn or
+/// duplicated in fan-in (for a latest-state transport: no child's final
+/// state missing, nothing torn, nothing stale). Returns what is wrong.
 pub(crate) fn check_json(doc: &Value) -> Result<(), Vec<String>> {
     let mut problems = Vec::new();
     for field in ["cpu_model", "cores", "kernel"] {
@@ -379,7 +411,7 @@ pub(crate) fn check_json(doc: &Value) -> Result<(), Vec<String>> {
                     Workload::DeathMasterToChild => need.extend(["p99_ns", "kill_p50_ns", "kill_p99_ns"]),
                     Workload::DeathChildToMaster => need.push("p99_ns"),
                     Workload::FanIn => need.extend(["master_peak_rss_kib", "sent", "received", "lost"]),
-                    Workload::NotifyCost => {}
+                    Workload::NotifyCost | Workload::NotifyStopped => {}
                 }
                 for metric in need {
                     for key in [metric.to_owned(), format!("{metric}_min"), format!("{metric}_max")] {
@@ -388,7 +420,7 @@ pub(crate) fn check_json(doc: &Value) -> Result<(), Vec<String>> {
                         }
                     }
                 }
-                if w == Workload::FanIn && subject.every_update {
+                if w == Workload::FanIn {
                     for metric in ["lost", "torn", "duplicated"] {
                         let worst = row.get(&format!("{metric}_max")).and_then(Value::as_f64);
                         if worst != Some(0.0) {

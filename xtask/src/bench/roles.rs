@@ -52,6 +52,15 @@ fn status_of(k: u64) -> Status {
     if k.is_multiple_of(2) { Status::TAKEN } else { Status::AVAIL }
 }
 
+/// Update `k` of a fan-in child: TAKEN and AVAIL in turn where every
+/// update is promised (each one is checked to alternate); where a subject
+/// keeps each child's latest state, sequence numbers from 2, so that the
+/// master can check that what it sees only moves forward and ends with the
+/// child's last.
+fn fan_in_status(every_update: bool, k: u64) -> Status {
+    if every_update { status_of(k) } else { Status(i32::try_from(k + 2).unwrap_or(i32::MAX)) }
+}
+
 fn err(what: impl std::fmt::Display) -> io::Error {
     io::Error::other(what.to_string())
 }
@@ -66,7 +75,12 @@ pub(crate) fn child_main(args: &RoleArgs) -> io::Result<()> {
     let mut sender = (args.subject.sender)()?;
     let mut out = io::stdout().lock();
     match args.workload {
-        Workload::NotifyCost => {
+        Workload::NotifyCost | Workload::NotifyStopped => {
+            if args.workload == Workload::NotifyStopped {
+                // Go once the master has stopped reading.
+                let mut byte = [0u8; 1];
+                io::stdin().lock().read_exact(&mut byte).map_err(|e| err(format!("waiting for the go-ahead: {e}")))?;
+            }
             let start = Instant::now();
             for k in 0..args.count {
                 sender.send(status_of(k))?;
@@ -97,7 +111,7 @@ pub(crate) fn child_main(args: &RoleArgs) -> io::Result<()> {
             let mut sink = Vec::new();
             io::stdin().lock().read_to_end(&mut sink)?;
             for k in 0..args.count {
-                sender.send(status_of(k))?;
+                sender.send(fan_in_status(args.subject.every_update, k))?;
             }
         }
         Workload::DeathMasterToChild => {
@@ -189,6 +203,7 @@ fn read_line(reader: &mut impl BufRead, what: &str) -> io::Result<String> {
 pub(crate) fn master_main(args: &RoleArgs) -> io::Result<Map<String, Value>> {
     match args.workload {
         Workload::NotifyCost => notify_cost(args),
+        Workload::NotifyStopped => notify_stopped(args),
         Workload::WakeLatency => wake_latency(args),
         Workload::FanIn => fan_in(args),
         Workload::DeathMasterToChild => death_master_to_child(args),
@@ -282,6 +297,47 @@ fn notify_cost_round(args: &RoleArgs, count: u64) -> io::Result<Map<String, Valu
     Ok(out)
 }
 
+fn notify_stopped(args: &RoleArgs) -> io::Result<Map<String, Value>> {
+    long_enough(args.count, |count| {
+        let out = notify_stopped_round(args, count)?;
+        let ns = out.get("ns_per_notify").and_then(Value::as_f64).unwrap_or(f64::INFINITY);
+        #[allow(clippy::cast_precision_loss, reason = "a duration in ns: f64 precision is plenty")]
+        let span = Duration::try_from_secs_f64(ns * count as f64 / 1e9).unwrap_or(Duration::MAX);
+        Ok((out, span))
+    })
+}
+
+/// One `notify_stopped` run of `count` notifies: the master takes what the
+/// child's spawn left (so that it sleeps on the channel, as a master that
+/// hung while idle does), tells the child to go, and reads nothing more
+/// until the child has finished. Only for subjects whose notify never
+/// waits: any other would block the child for ever.
+fn notify_stopped_round(args: &RoleArgs, count: u64) -> io::Result<Map<String, Value>> {
+    let args = &RoleArgs { count, ..args.clone() };
+    let mut master = (args.subject.open)()?;
+    let mut child = spawn(master.as_mut(), args, 1, Stdio::piped(), Stdio::piped())?;
+    let mut stdin = child.stdin.take().ok_or_else(|| err("no stdin"))?;
+    let mut stdout = BufReader::new(child.stdout.take().ok_or_else(|| err("no stdout"))?);
+    // A few empty drains: a master that watches a channel it hears nothing
+    // on goes to sleep on it (scoreboard sleeps on a slot after two).
+    for _ in 0..4 {
+        master.wait(Duration::from_millis(1))?;
+        master.drain(&mut |_| {})?;
+    }
+    stdin.write_all(b".")?;
+    // Stopped: the child's report is the only thing read.
+    let ns = read_line(&mut stdout, "its timing")?;
+    reap(&mut child, "the notifying child")?;
+    let ns: f64 = ns.parse().map_err(|_| err(format!("the child reported {ns:?}, not a number")))?;
+    let mut received = 0u64;
+    master.drain(&mut |batch| received += batch.iter().map(|&item| items(item)).sum::<u64>())?;
+    let mut out = Map::new();
+    out.insert("ns_per_notify".into(), json!(ns));
+    out.insert("sent".into(), json!(args.count));
+    out.insert("received".into(), json!(received));
+    Ok(out)
+}
+
 /// The quantiles written out for the distribution plot.
 fn plot_quantiles() -> Vec<f64> {
     // 0 to 3.5 "nines": p0, p90, p99, p99.9, p99.95.
@@ -343,23 +399,42 @@ struct Expected {
 }
 
 /// Delivery bookkeeping of a fan-in run.
+///
+/// Where every update is promised, each child's updates must alternate
+/// TAKEN, AVAIL, TAKEN, ... from TAKEN: one that repeats its child's
+/// previous status is duplicated, one never accepted is lost. Where a
+/// subject keeps each child's latest state, a child sends sequence numbers
+/// from 2 ([`fan_in_status`]): each one that arrives must be later than
+/// the child's previous (else it is duplicated: stale or repeated), the
+/// ones that never arrive were coalesced, and a child whose last one never
+/// arrived lost its final state.
 #[derive(Debug, Default)]
 pub(crate) struct Delivery {
     /// The children, in the order they were expected: a fan-in run gives
     /// the k-th child generation k, so an update's generation finds its
     /// child without a search (any other order still works, by search).
     children: Vec<Expected>,
-    /// Updates accepted in per-child alternation.
+    /// For a latest-state subject, each child's last status; `None` where
+    /// every update is promised.
+    final_state: Option<Status>,
+    /// Updates accepted (in per-child alternation, or moving forward).
     pub(crate) accepted: u64,
     /// Everything that arrived (updates and counted wake-ups).
     pub(crate) received: u64,
     /// Malformed input, and updates naming no child of this run.
     pub(crate) torn: u64,
-    /// Updates repeating their child's previous status.
+    /// Updates repeating their child's previous status (or, for a
+    /// latest-state subject, not later than its previous one).
     pub(crate) duplicated: u64,
 }
 
 impl Delivery {
+    /// Bookkeeping for a subject that keeps each child's latest state,
+    /// whose children each send `count` updates.
+    pub(crate) fn latest_state(count: u64) -> Delivery {
+        Delivery { final_state: Some(fan_in_status(false, count.saturating_sub(1))), ..Delivery::default() }
+    }
+
     /// Expects updates from `pid` with `generation`.
     pub(crate) fn expect(&mut self, pid: i32, generation: u32) {
         self.children.push(Expected { pid, generation, accepted: 0, last: None });
@@ -388,8 +463,18 @@ impl Delivery {
             }
             Item::Update(u) => {
                 self.received += 1;
-                match self.child(u) {
-                    Some(child) if u.status.is_known() => {
+                let latest = self.final_state;
+                match (self.child(u), latest) {
+                    (Some(child), Some(last)) if (2..=last.0).contains(&u.status.0) => {
+                        if child.last.is_some_and(|seen| seen >= u.status) {
+                            self.duplicated += 1;
+                        } else {
+                            child.accepted += 1;
+                            child.last = Some(u.status);
+                            self.accepted += 1;
+                        }
+                    }
+                    (Some(child), None) if u.status.is_known() => {
                         // Each child alternates TAKEN, AVAIL, TAKEN, ...
                         if child.last == Some(u.status) || child.last.is_none() && u.status != Status::TAKEN {
                             self.duplicated += 1;
@@ -405,9 +490,30 @@ impl Delivery {
         }
     }
 
-    /// Updates sent but not accepted.
+    /// Whether every child's last update has arrived (for a latest-state
+    /// subject: its final state; where every update is promised, all
+    /// `sent` of them).
+    pub(crate) fn complete(&self, sent: u64) -> bool {
+        match self.final_state {
+            Some(last) => self.children.iter().all(|c| c.last == Some(last)),
+            None => self.accepted >= sent,
+        }
+    }
+
+    /// What was lost of `sent` updates: updates never accepted where every
+    /// update is promised; for a latest-state subject, children whose
+    /// final state never arrived.
     pub(crate) fn lost(&self, sent: u64) -> u64 {
-        sent.saturating_sub(self.accepted)
+        match self.final_state {
+            Some(last) => self.children.iter().filter(|c| c.last != Some(last)).count() as u64,
+            None => sent.saturating_sub(self.accepted),
+        }
+    }
+
+    /// For a latest-state subject, updates sent but never seen (each
+    /// overwritten by a newer state of its child, by design).
+    pub(crate) fn coalesced(&self, sent: u64) -> Option<u64> {
+        self.final_state.map(|_| sent.saturating_sub(self.accepted))
     }
 }
 
@@ -437,7 +543,7 @@ fn fan_in_round(args: &RoleArgs, count: u64) -> io::Result<(Map<String, Value>, 
     let mut master = (args.subject.open)()?;
     let (go_read, go_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
     let (ready_read, ready_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
-    let mut delivery = Delivery::default();
+    let mut delivery = if args.subject.every_update { Delivery::default() } else { Delivery::latest_state(args.count) };
     let mut children = Reaper(Vec::with_capacity(args.children));
     for i in 0..args.children {
         let generation = u32::try_from(i + 1).map_err(err)?;
@@ -482,7 +588,9 @@ fn fan_in_round(args: &RoleArgs, count: u64) -> io::Result<(Map<String, Value>, 
             last = Instant::now();
             first.get_or_insert((last, delivery.accepted - before_accepted));
         }
-        if args.subject.every_update && delivery.accepted >= sent {
+        // Every update in, or (latest state) every child's final state:
+        // nothing more is owed.
+        if delivery.complete(sent) {
             break;
         }
         if delivery.received == before {
@@ -534,6 +642,9 @@ fn fan_in_round(args: &RoleArgs, count: u64) -> io::Result<(Map<String, Value>, 
     if args.subject.carries_updates {
         out.insert("torn".into(), json!(delivery.torn));
         out.insert("duplicated".into(), json!(delivery.duplicated));
+    }
+    if let Some(coalesced) = delivery.coalesced(sent) {
+        out.insert("coalesced".into(), json!(coalesced));
     }
     Ok((out, span))
 }
@@ -715,6 +826,26 @@ mod tests {
         assert_eq!(d.torn, 4);
         assert_eq!(d.received, 6);
         assert_eq!(d.lost(4), 3);
+    }
+
+    #[test]
+    fn latest_state_delivery_wants_each_childs_last_and_nothing_stale() {
+        // Two children of four updates each: sequence numbers 2..=5.
+        let mut d = Delivery::latest_state(4);
+        d.expect(10, 1);
+        d.expect(11, 2);
+        for item in [update(10, 1, Status(3)), update(11, 2, Status(5)), update(10, 1, Status(2))] {
+            d.take(item);
+        }
+        assert_eq!((d.accepted, d.duplicated, d.torn), (2, 1, 0), "2 after 3 is stale");
+        assert!(!d.complete(8));
+        assert_eq!(d.lost(8), 1, "child 10's final state has not arrived");
+        d.take(update(10, 1, Status(5)));
+        d.take(update(10, 1, Status(9)));
+        assert_eq!(d.torn, 1, "9 was never sent");
+        assert!(d.complete(8));
+        assert_eq!((d.lost(8), d.coalesced(8)), (0, Some(5)));
+        assert_eq!(Delivery::default().coalesced(8), None);
     }
 
     #[test]

@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use master_proto::tokio::AsyncSource;
 use master_proto::{
-    ChildEnd, ChildEnv, Delivery, Received, RecvError, Status, StatusSink, StatusSource, StatusUpdate, Transport,
-    WIRE_SIZE,
+    BackPressure, ChildEnd, ChildEnv, Delivery, Received, RecvError, Status, StatusSink, StatusSource, StatusUpdate,
+    Transport, WIRE_SIZE,
 };
 use master_proto_transports::AnyTransport;
 use nix::errno::Errno;
@@ -34,6 +34,9 @@ use crate::sys;
 pub(crate) enum Workload {
     /// One child notifies as fast as it can; ns per notify, child side.
     NotifyCost,
+    /// The same with the master stopped (not reading at all, asleep on the
+    /// channel): for subjects whose notify never waits.
+    NotifyStopped,
     /// The master asleep in poll; one update at a time; wake-up latency.
     WakeLatency,
     /// Many children each send a fixed number of updates; updates/s.
@@ -46,8 +49,9 @@ pub(crate) enum Workload {
 
 impl Workload {
     /// Every workload, in the order they are reported.
-    pub(crate) const ALL: [Workload; 5] = [
+    pub(crate) const ALL: [Workload; 6] = [
         Workload::NotifyCost,
+        Workload::NotifyStopped,
         Workload::WakeLatency,
         Workload::FanIn,
         Workload::DeathMasterToChild,
@@ -58,6 +62,7 @@ impl Workload {
     pub(crate) const fn name(self) -> &'static str {
         match self {
             Workload::NotifyCost => "notify_cost",
+            Workload::NotifyStopped => "notify_stopped",
             Workload::WakeLatency => "wake_latency",
             Workload::FanIn => "fan_in",
             Workload::DeathMasterToChild => "death_master_to_child",
@@ -334,6 +339,23 @@ fn every_update<T: Transport + Default>() -> bool {
     T::default().caps().delivery == Delivery::EveryUpdate
 }
 
+/// Every workload but [`Workload::NotifyStopped`], which would block the
+/// child of a subject whose notify waits for room.
+const ALL_BUT_STOPPED: [Workload; 5] = [
+    Workload::NotifyCost,
+    Workload::WakeLatency,
+    Workload::FanIn,
+    Workload::DeathMasterToChild,
+    Workload::DeathChildToMaster,
+];
+
+/// The workloads a transport is measured on: all of them where its
+/// notify never waits ([`BackPressure::Overwrite`]), all but
+/// `notify_stopped` otherwise.
+fn transport_workloads<T: Transport + Default>() -> &'static [Workload] {
+    if T::default().caps().back_pressure == BackPressure::Overwrite { &Workload::ALL } else { &ALL_BUT_STOPPED }
+}
+
 /// The prefix of the subjects that measure a transport through
 /// [`AnyTransport`].
 pub(crate) const ANY_PREFIX: &str = "any:";
@@ -356,7 +378,7 @@ macro_rules! transport_subjects {
                     kind: Kind::Transport,
                     every_update: every_update::<$ty>(),
                     carries_updates: true,
-                    workloads: &Workload::ALL,
+                    workloads: transport_workloads::<$ty>(),
                     open: open_transport::<$ty, false>,
                     sender: transport_sender::<$ty, false>,
                 },
@@ -660,7 +682,10 @@ mod tests {
         for name in master_proto_transports::NAMES {
             let s = subjects.iter().find(|s| s.name == *name).unwrap_or_else(|| panic!("{name} is not a subject"));
             assert_eq!(s.kind, Kind::Transport);
-            assert_eq!(s.workloads, &Workload::ALL);
+            let never_waits =
+                AnyTransport::from_name(name).expect("built").caps().back_pressure == BackPressure::Overwrite;
+            let want: &[Workload] = if never_waits { &Workload::ALL } else { &ALL_BUT_STOPPED };
+            assert_eq!(s.workloads, want, "{name}");
             let any = format!("{ANY_PREFIX}{name}");
             let s = subjects.iter().find(|s| s.name == any).unwrap_or_else(|| panic!("{any} is not a subject"));
             assert_eq!(s.workloads, ANY_WORKLOADS);

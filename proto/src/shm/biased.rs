@@ -26,6 +26,18 @@
 //!
 //! Where `membarrier` is not available, nobody is ever biased: every thread
 //! takes the mutex.
+//!
+//! # Safety
+//!
+//! The value sits in an `UnsafeCell`; it is reached only through a guard
+//! that the owner gets while `busy` is set and the bias stands, or under
+//! the mutex once the bias is revoked and the owner was seen out. Each
+//! block says which.
+//!
+//! # Errors
+//!
+//! [`BiasedLock::with`] returns the errno of the `membarrier` that revokes
+//! the bias, should it fail.
 
 #![allow(unsafe_code)] // Safety: the `UnsafeCell` behind the lock, and `Sync` for it (see each block).
 
@@ -37,7 +49,7 @@ use std::time::Duration;
 
 use nix::errno::Errno;
 
-use crate::sys;
+use super::{futex, membarrier};
 
 /// `owner` before any thread took the lock.
 const NOBODY: u64 = 0;
@@ -70,7 +82,7 @@ fn new_thread_token() -> u64 {
 
 /// A value guarded by a lock biased towards the first thread that takes it.
 #[derive(Debug)]
-pub(crate) struct BiasedLock<T> {
+pub struct BiasedLock<T> {
     value: UnsafeCell<T>,
     /// The owner's thread token, [`NOBODY`] or [`SHARED`].
     owner: AtomicU64,
@@ -92,7 +104,7 @@ struct Leave<'a, T>(&'a BiasedLock<T>);
 
 /// The value, held on the biased path ([`BiasedLock::try_biased`]) until
 /// this drops.
-pub(crate) struct Biased<'a, T>(Leave<'a, T>);
+pub struct Biased<'a, T>(Leave<'a, T>);
 
 impl<T> Deref for Biased<'_, T> {
     type Target = T;
@@ -123,7 +135,7 @@ impl<T> Drop for Leave<'_, T> {
         // no fence here: the revoker's membarrier orders them (see the
         // module's handshake).
         if lock.owner.load(Ordering::Relaxed) == SHARED {
-            sys::futex_wake(&lock.busy, i32::MAX);
+            futex::futex_wake(&lock.busy, i32::MAX);
         }
     }
 }
@@ -131,14 +143,15 @@ impl<T> Drop for Leave<'_, T> {
 impl<T> BiasedLock<T> {
     /// A lock around `value`; biased only if this process can issue
     /// private expedited membarriers (it registers for them here).
-    pub(crate) fn new(value: T) -> BiasedLock<T> {
-        let owner = if sys::membarrier_private_register() { NOBODY } else { SHARED };
+    #[must_use]
+    pub fn new(value: T) -> BiasedLock<T> {
+        let owner = if membarrier::register_private() { NOBODY } else { SHARED };
         BiasedLock::with_owner(value, owner)
     }
 
     /// A lock around `value` that no thread is ever biased towards.
     #[cfg(test)]
-    pub(crate) fn unbiased(value: T) -> BiasedLock<T> {
+    fn unbiased(value: T) -> BiasedLock<T> {
         BiasedLock::with_owner(value, SHARED)
     }
 
@@ -153,7 +166,7 @@ impl<T> BiasedLock<T> {
 
     /// Whether some thread holds the bias now.
     #[cfg(test)]
-    pub(crate) fn is_biased(&self) -> bool {
+    fn is_biased(&self) -> bool {
         !matches!(self.owner.load(Ordering::Relaxed), NOBODY | SHARED)
     }
 
@@ -183,7 +196,7 @@ impl<T> BiasedLock<T> {
     /// If this thread holds the lock already (a second way in would alias
     /// the first); [`with`](Self::with) too.
     #[inline(always)]
-    pub(crate) fn try_biased(&self) -> Option<Biased<'_, T>> {
+    pub fn try_biased(&self) -> Option<Biased<'_, T>> {
         self.enter(thread_token()).map(|leave| Biased(leave))
     }
 
@@ -198,7 +211,7 @@ impl<T> BiasedLock<T> {
     /// the barrier failed (`f` is then not run).
     #[cold]
     #[inline(never)]
-    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> Result<R, Errno> {
+    pub fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> Result<R, Errno> {
         let me = thread_token();
         if self.owner.load(Ordering::Relaxed) == NOBODY {
             let _ = self.owner.compare_exchange(NOBODY, me, Ordering::Acquire, Ordering::Relaxed);
@@ -223,7 +236,7 @@ impl<T> BiasedLock<T> {
     /// Revokes the bias for good; the caller holds the mutex.
     fn revoke(&self) -> Result<(), Errno> {
         let previous = self.owner.swap(SHARED, Ordering::Relaxed);
-        if let Err(errno) = sys::membarrier_private() {
+        if let Err(errno) = membarrier::private() {
             // Undo: the owner keeps its fast path (or takes the mutex as
             // the owner, which needs no barrier), and nobody reaches the
             // value unordered.
@@ -231,7 +244,7 @@ impl<T> BiasedLock<T> {
             return Err(errno);
         }
         while self.busy.load(Ordering::Acquire) != 0 {
-            sys::futex_wait(&self.busy, 1, REVOKE_WAIT);
+            futex::futex_wait(&self.busy, 1, REVOKE_WAIT);
         }
         Ok(())
     }
