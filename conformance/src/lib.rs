@@ -38,7 +38,7 @@
 //! | 7 | `sigpipe_default_never_kills` | 5 and 6 with `SIGPIPE` at `SIG_DFL`: no child dies of a signal |
 //! | 8 | `child_killed_mid_notify` | 300 children `SIGKILL`ed at random moments: no wedge, no torn record, the table exact |
 //! | 9 | `hostile_input` | garbage of every kind through [`Hostile`]: counted, reported, survived; honest updates still arrive |
-//! | 10 | `no_lost_wakeup` | an early update is seen at once; 10,000 sleep/notify/wake rounds |
+//! | 10 | `no_lost_wakeup` | an early update is seen at once; 10,000 sleep/notify/wake rounds waiting in `poll`, then 10,000 waiting edge-triggered |
 //! | 11 | `fd_hygiene` | a child holds exactly 0-2, 5, listen and aux fds; never the master's end |
 //! | 12 | `eintr_storm` | `SIGUSR1` storm (no `SA_RESTART`) at children and master during 2 and 10 |
 //! | 13 | `generation_and_reload` | wrong generations ignored; reload retires old children, tells them to go, counts new ones |

@@ -107,9 +107,13 @@
 //! **Edge-triggered masters** (tokio, mio, `EPOLLET`; contract item 7):
 //! children whose slot is watched do not ring. So whenever a call returns
 //! with items in hand, with slots watched, or with a drain cut short by its
-//! bound, the master rings its own eventfd in the epoll (once per drain:
-//! not again until it empties the epoll, which takes that edge away): a new
-//! edge, and the master's next wait returns at once to look again. A drain
+//! bound, the master rings its own eventfd in the epoll: a new edge, and
+//! the master's next wait returns at once to look again. Every call that
+//! ends a read (`None` from `try_recv`, the end of a `drain`) rings anew,
+//! whatever an earlier call rang: an edge-triggered wait may have taken
+//! that edge since (registering a child rings too, and a reactor's wait
+//! after it takes the edge); a `try_recv` that returns an item rings only
+//! if no ring is on the epoll's ready list yet. A drain
 //! that ends with every slot slept on needs nothing: each child's next
 //! state rings. A drain makes at most 64 passes, so children that change
 //! state as fast as the master reads cannot keep it there.

@@ -123,12 +123,11 @@ pub struct ScoreboardSource {
     /// Items of a pass not yet handed out by `try_recv`, and what forgotten
     /// slots left.
     pending: VecDeque<Received>,
-    /// The master rang its own doorbell since the drain began (or since it
-    /// last emptied the epoll, which takes that edge away).
+    /// The master rang its own doorbell since it last emptied the epoll:
+    /// that event may still be on the epoll's ready list, keeping the
+    /// descriptor readable for a level-triggered wait. (Its edge may be
+    /// gone: an edge-triggered wait took it.)
     rang: bool,
-    /// The last call ended a drain: the next one begins one, after the
-    /// master's wait.
-    ended: bool,
     counters: Counters,
 }
 
@@ -158,7 +157,6 @@ impl ScoreboardSource {
             asleep: 0,
             pending: VecDeque::new(),
             rang: false,
-            ended: false,
             counters: Counters::default(),
         })
     }
@@ -361,11 +359,13 @@ impl ScoreboardSource {
         Ok(())
     }
 
-    /// One pass: takes the epoll's events (when some slot is slept on),
-    /// looks once at every watched slot, handing each new state to `f`,
-    /// and puts the slots that went idle to sleep. How many items.
+    /// One pass: takes the epoll's events (when some slot is slept on, or
+    /// when the master's own ring is all there is, so that it does not keep
+    /// the descriptor readable for nothing), looks once at every watched
+    /// slot, handing each new state to `f`, and puts the slots that went
+    /// idle to sleep. How many items.
     fn pass(&mut self, f: &mut impl FnMut(Received)) -> Result<u32, RecvError> {
-        if self.asleep > 0 {
+        if self.asleep > 0 || (self.rang && self.watched.is_empty()) {
             self.harvest()?;
         }
         let mut n = 0;
@@ -456,22 +456,18 @@ impl ScoreboardSource {
         Ok(n)
     }
 
-    /// A call that begins a drain (the first after one that ended a drain,
-    /// so after the master's wait, which took any edge there was): no edge
-    /// made in this drain yet.
-    fn begin(&mut self) {
-        if std::mem::take(&mut self.ended) {
-            self.rang = false;
-        }
-    }
-
     /// A call returns: if something may be pending that no child will ring
     /// for (items in hand, slots the master watches, a drain cut short),
     /// makes sure the master's next wait, edge-triggered or not, returns at
-    /// once: the master's own doorbell is rung, unless this drain rang it
-    /// already and did not empty the epoll since.
-    fn leave_edge(&mut self, cut_short: bool) -> Result<(), RecvError> {
-        if (cut_short || !self.pending.is_empty() || !self.watched.is_empty()) && !self.rang {
+    /// once. A call that ends what the master reads before it waits (`None`
+    /// from `try_recv`, the end of a `drain`) rings the master's own
+    /// doorbell: a new edge, made after whatever wait took the edge of an
+    /// earlier ring. A `try_recv` that returns an item rings only when no
+    /// ring is on the epoll's ready list already: the descriptor stays
+    /// readable for a level-triggered master, and an edge-triggered one
+    /// reads on until `None`.
+    fn leave_edge(&mut self, ends: bool, cut_short: bool) -> Result<(), RecvError> {
+        if (cut_short || !self.pending.is_empty() || !self.watched.is_empty()) && (ends || !self.rang) {
             ring_bell(self.bell.as_fd()).map_err(RecvError::Io)?;
             self.rang = true;
         }
@@ -487,7 +483,6 @@ impl AsFd for ScoreboardSource {
 
 impl StatusSource for ScoreboardSource {
     fn try_recv(&mut self) -> Result<Option<Received>, RecvError> {
-        self.begin();
         if self.pending.is_empty() {
             let mut pending = std::mem::take(&mut self.pending);
             let passed = self.pass(&mut |item| pending.push_back(item));
@@ -495,10 +490,7 @@ impl StatusSource for ScoreboardSource {
             passed?;
         }
         let next = self.pending.pop_front();
-        self.leave_edge(false)?;
-        if next.is_none() {
-            self.ended = true;
-        }
+        self.leave_edge(next.is_none(), false)?;
         Ok(next)
     }
 
@@ -509,7 +501,6 @@ impl StatusSource for ScoreboardSource {
     /// state, so children cannot hold the master here; the master's
     /// descriptor then fires again at once for what is left.
     fn drain(&mut self, mut f: impl FnMut(Received)) -> Result<usize, RecvError> {
-        self.begin();
         let mut n = self.pending.len();
         for item in self.pending.drain(..) {
             f(item);
@@ -523,8 +514,7 @@ impl StatusSource for ScoreboardSource {
                 break;
             }
         }
-        self.leave_edge(cut_short)?;
-        self.ended = true;
+        self.leave_edge(true, cut_short)?;
         Ok(n)
     }
 }

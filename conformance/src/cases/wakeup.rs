@@ -21,12 +21,17 @@ use crate::sys;
 /// Case 10. An update sent before the master starts waiting makes the
 /// source's fd readable at once; then 10,000 rounds of master asleep in
 /// `poll` on the source, child notifies, master wakes and finds exactly that
-/// update, each round bounded.
+/// update, each round bounded. Then the same again with a master that
+/// waits edge-triggered (an `EPOLLET` epoll holding the source's fd from
+/// before the child is spawned, as tokio and mio register it): each round
+/// it reads until `None` and then waits for an edge, so every update, the
+/// first one after the child's registration included, must make a new one.
 pub fn no_lost_wakeup<T: Hostile + Default>(ctx: &Ctx) {
     if let Some(role) = ctx.role() {
         waker_role::<T>(ctx, &role);
     }
     wakeups::<T>(ctx, 10_000, false);
+    wakeups_edge_triggered::<T>(ctx, 10_000);
 }
 
 /// Case 12. A storm of `SIGUSR1` (a no-op handler installed without
@@ -47,13 +52,20 @@ pub fn eintr_storm<T: Hostile + Default>(ctx: &Ctx) {
 
 /// The child of [`wakeups`]: AVAIL at once, then one update per poke.
 fn waker_role<T: Hostile + Default>(ctx: &Ctx, role: &str) -> ! {
-    match role {
-        "waker" => {}
-        "waker-storm" => storm_target(),
+    let late = match role {
+        "waker" => false,
+        "waker-storm" => {
+            storm_target();
+            false
+        }
+        "waker-late" => true,
         other => fail(format_args!("unknown role {other}")),
-    }
+    };
     let rounds = i32::try_from(ctx.arg_u64()).unwrap_or_else(|_| fail("too many rounds"));
     let sink = child_sink::<T>();
+    if late && !await_poke() {
+        fail("stdin closed before the first update");
+    }
     sink.notify(Status::AVAIL).unwrap_or_else(|e| fail(format_args!("first notify: {e}")));
     say("sent");
     for r in 0..rounds {
@@ -111,6 +123,48 @@ fn wakeups<T: Hostile + Default>(ctx: &Ctx, rounds: i32, storm: bool) {
         let report = storm.stop();
         assert!(report.to_children > 0 && report.to_master > 0, "the storm sent nothing: {report:?}");
     }
+}
+
+/// The edge-triggered half of case 10: the rounds of [`wakeups`], the
+/// master waiting in an `EPOLLET` epoll and reading until `None` after each
+/// wake-up, as an edge-triggered master must.
+fn wakeups_edge_triggered<T: Hostile + Default>(ctx: &Ctx, rounds: i32) {
+    let t = T::default();
+    let mut source = t.open().expect("open a channel");
+    let epoll = EdgeEpoll::new(source.as_fd());
+    // The child sends its first update only when asked, so that the master
+    // has waited and read `None` before anything was sent: the edge of
+    // that update is the transport's to make, whatever registering the
+    // child did to the descriptor.
+    let mut kid = Spawn::new(ctx, "waker-late", 1).stdin().stdout().arg(rounds).spawn(&t, &mut source);
+    let pid = kid.pid();
+    t.register_child(&mut source, 1, pid).unwrap_or_else(|e| fail(format_args!("register_child: {e}")));
+    epoll.wait(Duration::ZERO);
+    assert_eq!(source.try_recv(), Ok(None), "an item before the child sent anything");
+    for round in 0..=rounds {
+        let expect = if round == 0 { Status::AVAIL } else { Status(1 + round) };
+        kid.poke();
+        let deadline = Instant::now() + WAIT;
+        // The last call said `None`: wait for an edge, then read until
+        // `None` again.
+        let mut got = None;
+        while got.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                epoll.wait(left),
+                "round {round}: an EPOLLET master waited {WAIT:?} for the edge of update {} (a lost wake-up)",
+                expect.0
+            );
+            while let Some(item) = source.try_recv().expect("read the channel") {
+                assert!(got.is_none(), "round {round}: a second item {item:?} after {got:?}");
+                got = Some(item);
+            }
+        }
+        let Some(Received::Update { update, .. }) = got else { panic!("round {round}: {got:?}") };
+        assert_eq!((update.pid, update.status), (pid, expect), "round {round}");
+    }
+    kid.close_stdin();
+    kid.expect_success("the paced child");
 }
 
 /// Bursts in one run of case 15: thousands of waits, a second or two.
