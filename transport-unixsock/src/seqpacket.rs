@@ -45,12 +45,12 @@
 //! # Reading
 //!
 //! The source reads in rounds: one `epoll_wait` names the ready channels,
-//! and each yields at most 8 records in turn, so a channel that becomes
-//! readable waits for at most 8 records of each other one, never for a
-//! flooding child to stop. After a round that yielded records,
-//! [`StatusSource::try_recv`] returns `None` once even if the children have
-//! refilled their channels meanwhile, so a drain ends after at most 64 × 8
-//! records, however fast the children send.
+//! and each yields at most 8 records in turn, read with one `recvmmsg(2)`,
+//! so a channel that becomes readable waits for at most 8 records of each
+//! other one, never for a flooding child to stop. After a round that
+//! yielded records, [`StatusSource::try_recv`] returns `None` once even if
+//! the children have refilled their channels meanwhile, so a drain ends
+//! after at most 64 × 8 records, however fast the children send.
 //!
 //! That `None` must not strand what the round left behind (contract item
 //! 7): a master that waits edge-triggered (tokio, mio, `EPOLLET`) sleeps
@@ -127,6 +127,7 @@ impl Transport for SeqPacket {
         epoll.add(&rearm, EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLET, REARM))?;
         Ok(ChannelSource {
             epoll,
+            batch: sys::Batch::new(),
             rearm,
             channels: HashMap::new(),
             pending: Vec::new(),
@@ -206,6 +207,8 @@ const BURST: u8 = 8;
 #[derive(Debug)]
 pub struct ChannelSource {
     epoll: Epoll,
+    /// The receive buffers, reused by every read.
+    batch: sys::Batch,
     /// In the epoll set, edge-triggered: written when a round that may have
     /// left records behind ends, so that the epoll descriptor makes a new
     /// edge.
@@ -280,21 +283,23 @@ impl AsFd for ChannelSource {
     }
 }
 
-impl StatusSource for ChannelSource {
-    fn try_recv(&mut self) -> Result<Option<Received>, RecvError> {
+impl ChannelSource {
+    /// The next records of this round, at most `max` and at most what is
+    /// left of their channel's burst, read in one system call: the
+    /// channel's pid and how many records there are (the first messages
+    /// [`sys::Batch::received`] holds), or `None` once a round that yielded
+    /// records is over, or when no channel is ready.
+    fn next_records(&mut self, max: usize) -> Result<Option<(i32, usize)>, RecvError> {
         loop {
-            while let Some(&mut (pid, ref mut burst)) = self.ready.front_mut() {
+            while let Some(&(pid, burst)) = self.ready.front() {
                 let Some(sock) = self.channels.get(&pid) else {
                     // Forgotten since epoll reported it.
                     self.ready.pop_front();
                     continue;
                 };
-                let msg = match sys::recv(sock.as_fd()) {
-                    Ok(Some(msg)) => msg,
-                    Ok(None) => {
-                        self.ready.pop_front();
-                        continue;
-                    }
+                let want = max.min(usize::from(burst));
+                let msgs = match self.batch.recv(sock.as_fd(), want) {
+                    Ok(msgs) => msgs,
                     // The child's end went away with an error to report:
                     // the channel is over, as at its end.
                     Err(Errno::ECONNRESET) => {
@@ -304,21 +309,33 @@ impl StatusSource for ChannelSource {
                     }
                     Err(errno) => return Err(RecvError::Io(errno)),
                 };
-                if msg.len == 0 && !msg.has_credentials {
-                    // The end of this child's channel: it exited (all its
-                    // records were read before this), or shut its socket
-                    // down. Nothing more can come from it.
+                // A read of nothing without credentials is the end of this
+                // child's channel: it exited (all its records were read
+                // before this), or shut its socket down; nothing more can
+                // come from it. (The kernel reports the end again for every
+                // slot left in the batch.)
+                let records = msgs.iter().position(|m| m.len == 0 && !m.has_credentials).unwrap_or(msgs.len());
+                let ended = records < msgs.len();
+                let taken = msgs.len();
+                // At most `burst` (a u8) records were asked for.
+                let left = burst.saturating_sub(u8::try_from(records).unwrap_or(u8::MAX));
+                if ended || taken < want || left == 0 {
+                    // Done with this channel for the round: it ended, it
+                    // had no more (the kernel stopped short), or it used up
+                    // its burst and may have more.
                     self.ready.pop_front();
+                    self.left_behind |= left == 0 && !ended;
+                } else if let Some(front) = self.ready.front_mut() {
+                    front.1 = left;
+                }
+                if ended {
                     self.forget(pid);
+                }
+                if records == 0 {
                     continue;
                 }
-                *burst = burst.saturating_sub(1);
-                if *burst == 0 {
-                    self.ready.pop_front();
-                    self.left_behind = true;
-                }
                 self.round_over = self.ready.is_empty();
-                return Ok(Some(item(&msg, Sender::Channel(pid))));
+                return Ok(Some((pid, records)));
             }
             if std::mem::take(&mut self.round_over) {
                 // The end of a round that yielded records: a drain stops
@@ -348,5 +365,25 @@ impl StatusSource for ChannelSource {
             // brought the master here.
             self.ready.extend(events.iter().take(n).filter_map(Self::pid_of).map(|pid| (pid, BURST)));
         }
+    }
+}
+
+impl StatusSource for ChannelSource {
+    fn try_recv(&mut self) -> Result<Option<Received>, RecvError> {
+        let Some((pid, _)) = self.next_records(1)? else { return Ok(None) };
+        Ok(self.batch.received().first().map(|msg| item(msg, Sender::Channel(pid))))
+    }
+
+    /// One round, as [`try_recv`](StatusSource::try_recv) until `None`,
+    /// but each channel's burst is one system call (`recvmmsg(2)`).
+    fn drain(&mut self, mut f: impl FnMut(Received)) -> Result<usize, RecvError> {
+        let mut n = 0;
+        while let Some((pid, records)) = self.next_records(usize::from(BURST))? {
+            for msg in self.batch.received().iter().take(records) {
+                f(item(msg, Sender::Channel(pid)));
+            }
+            n += records;
+        }
+        Ok(n)
     }
 }
