@@ -45,18 +45,23 @@
 //! # Reading
 //!
 //! The source reads in rounds: one `epoll_wait` names the ready channels,
-//! and each yields at most 8 records in turn, read with one `recvmmsg(2)`,
-//! so a channel that becomes readable waits for at most 8 records of each
-//! other one, never for a flooding child to stop. After a round that
-//! yielded records, [`StatusSource::try_recv`] returns `None` once even if
-//! the children have refilled their channels meanwhile, so a drain ends
-//! after at most 64 × 8 records, however fast the children send.
+//! and each yields at most one *burst* of records in turn, read with one
+//! `recvmmsg(2)`, so a channel that becomes readable waits for at most one
+//! burst of each other one, never for a flooding child to stop. A round
+//! holds at most 512 records, shared among its channels: a burst is 64
+//! records when up to 8 channels are ready, down to 8 when 64 are (the
+//! most one `epoll_wait` reports). So a few busy children cost the master
+//! a handful of system calls per 64 records, and many still take turns
+//! 8 records at a time. After a round that yielded records,
+//! [`StatusSource::try_recv`] returns `None` once even if the children have
+//! refilled their channels meanwhile, so a drain ends after at most 512
+//! records, however fast the children send.
 //!
 //! That `None` must not strand what the round left behind (contract item
 //! 7): a master that waits edge-triggered (tokio, mio, `EPOLLET`) sleeps
 //! until the descriptor makes a new edge, and a descriptor that merely stays
 //! readable makes none. So a round that may have left records (a channel
-//! used up its 8, or `epoll_wait` filled all 64 slots) writes an eventfd
+//! used up its burst, or `epoll_wait` filled all 64 slots) writes an eventfd
 //! that sits in the epoll set, edge-triggered there, before it returns
 //! `None`: the write wakes whoever waits on the epoll descriptor, which is
 //! a new edge for an outer epoll, and the next `epoll_wait` of the source
@@ -190,12 +195,27 @@ const EVENTS: usize = 64;
 /// The epoll key of the rearm eventfd: no pid (those are `u32` keys).
 const REARM: u64 = u64::MAX;
 
-/// How many records one channel yields in a round before the source moves
-/// on: a round is one `epoll_wait`, so a channel that became readable waits
-/// for at most this many records of each channel already in the round.
-/// (Level-triggered epoll returns channels still readable at the end of its
-/// ready list, so more than [`EVENTS`] ready channels take turns too.)
-const BURST: u8 = 8;
+/// How many records one round yields at most, shared among its channels
+/// (see [`burst`]): a drain ends after at most this many.
+const ROUND: usize = EVENTS * MIN_BURST;
+
+/// The fewest records a ready channel may yield in a round, however many
+/// are ready.
+const MIN_BURST: usize = 8;
+
+/// How many records each of `ready` channels yields in a round before the
+/// source moves on: the round's share, at least [`MIN_BURST`] and at most
+/// what one `recvmmsg` takes. A round is one `epoll_wait`, so a channel
+/// that became readable waits for at most this many records of each
+/// channel already in the round. (Level-triggered epoll returns channels
+/// still readable at the end of its ready list, so more than [`EVENTS`]
+/// ready channels take turns too.)
+fn burst(ready: usize) -> u8 {
+    u8::try_from((ROUND / ready.max(1)).clamp(MIN_BURST, sys::SLOTS)).unwrap_or(u8::MAX)
+}
+
+// A burst is counted in a u8.
+const _: () = assert!(sys::SLOTS <= u8::MAX as usize);
 
 /// The master's end of a [`SeqPacket`] channel: every child's private
 /// socket, behind one epoll descriptor.
@@ -224,7 +244,7 @@ pub struct ChannelSource {
     /// `try_recv` then says `None` once, so that a drain ends.
     round_over: bool,
     /// Whether this round may leave records behind: a channel used up its
-    /// [`BURST`], or `epoll_wait` filled all [`EVENTS`] slots.
+    /// [`burst`], or `epoll_wait` filled all [`EVENTS`] slots.
     left_behind: bool,
 }
 
@@ -363,7 +383,9 @@ impl ChannelSource {
             self.left_behind = n == EVENTS;
             // The rearm eventfd has no pid: it only made the edge that
             // brought the master here.
-            self.ready.extend(events.iter().take(n).filter_map(Self::pid_of).map(|pid| (pid, BURST)));
+            let channels = || events.iter().take(n).filter_map(Self::pid_of);
+            let burst = burst(channels().count());
+            self.ready.extend(channels().map(|pid| (pid, burst)));
         }
     }
 }
@@ -378,7 +400,7 @@ impl StatusSource for ChannelSource {
     /// but each channel's burst is one system call (`recvmmsg(2)`).
     fn drain(&mut self, mut f: impl FnMut(Received)) -> Result<usize, RecvError> {
         let mut n = 0;
-        while let Some((pid, records)) = self.next_records(usize::from(BURST))? {
+        while let Some((pid, records)) = self.next_records(sys::SLOTS)? {
             for msg in self.batch.received().iter().take(records) {
                 f(item(msg, Sender::Channel(pid)));
             }
