@@ -85,7 +85,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use master_proto::env::ChildEnv;
 use master_proto::{Caps, EndFds, EnvError, Identity, Received, RecvError, Sender, StatusSource, Transport};
@@ -93,9 +93,10 @@ use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use nix::sys::eventfd::{EfdFlags, EventFd};
+use nix::sys::socket::UnixAddr;
 use socket2::Socket;
 
-use crate::packet::{PACKET_CAPS, PacketSink, item, open_pair};
+use crate::packet::{PACKET_CAPS, PacketSink, item};
 use crate::sys;
 
 /// One private `SOCK_SEQPACKET` socketpair per child; the channel names the
@@ -132,7 +133,7 @@ impl Transport for SeqPacket {
         epoll.add(&rearm, EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLET, REARM))?;
         Ok(ChannelSource {
             epoll,
-            batch: sys::Batch::new(),
+            batch: sys::Batch::naming_senders(),
             rearm,
             channels: HashMap::new(),
             pending: Vec::new(),
@@ -144,10 +145,7 @@ impl Transport for SeqPacket {
 
     fn end_fds(&self, source: &mut ChannelSource, generation: u32) -> io::Result<EndFds> {
         source.prune_pending();
-        // The master's end passes credentials only so that the end of a
-        // channel (a read of nothing, without credentials) can be told from
-        // an empty record (which carries its sender's).
-        let (master, child) = open_pair(socket2::Type::SEQPACKET)?;
+        let (master, child) = open_channel()?;
         source.pending.push((generation, master));
         Ok(EndFds { status: OwnedFd::from(child), aux: Vec::new() })
     }
@@ -187,6 +185,28 @@ impl Transport for SeqPacket {
         let status = env.take_status()?;
         Ok(PacketSink::new(status, None, env.pid, env.generation))
     }
+}
+
+/// Opens one child's channel: the master's end, non-blocking, and the
+/// child's end, bound to an address the kernel picks (an abstract one, as
+/// `bind(2)` with the address family alone does). Both are close-on-exec.
+///
+/// The address is there only so that the end of the channel can be told
+/// from an empty record: both are a read of nothing, but every record
+/// names its sending socket's address, which a socket keeps from its
+/// `bind` until it is freed (there is no unbinding, and binding again
+/// fails), while the end names none. Kernel credentials would tell them
+/// apart too, at a cost to every send and every read; the channel already
+/// names the child. Nobody can connect to the address: the socket is
+/// connected already and does not listen.
+fn open_channel() -> io::Result<(Socket, Socket)> {
+    // socket2 creates both ends close-on-exec (SOCK_CLOEXEC).
+    let (master, child) = Socket::pair(socket2::Domain::UNIX, socket2::Type::SEQPACKET, None)?;
+    nix::sys::socket::bind(child.as_raw_fd(), &UnixAddr::new_unnamed())?;
+    // Only the master's end: the two ends are separate open files, so the
+    // child keeps a blocking send.
+    master.set_nonblocking(true)?;
+    Ok((master, child))
 }
 
 /// How many ready channels one `epoll_wait` reports at most.
@@ -329,12 +349,12 @@ impl ChannelSource {
                     }
                     Err(errno) => return Err(RecvError::Io(errno)),
                 };
-                // A read of nothing without credentials is the end of this
-                // child's channel: it exited (all its records were read
-                // before this), or shut its socket down; nothing more can
-                // come from it. (The kernel reports the end again for every
-                // slot left in the batch.)
-                let records = msgs.iter().position(|m| m.len == 0 && !m.has_credentials).unwrap_or(msgs.len());
+                // A read of nothing that names no sender is the end of this
+                // child's channel (see `open_channel`): it exited (all its
+                // records were read before this), or shut its socket down;
+                // nothing more can come from it. (The kernel reports the end
+                // again for every slot left in the batch.)
+                let records = msgs.iter().position(|m| m.len == 0 && !m.named).unwrap_or(msgs.len());
                 let ended = records < msgs.len();
                 let taken = msgs.len();
                 // At most `burst` (a u8) records were asked for.

@@ -16,7 +16,10 @@
 //! that is looked at. One `recvmmsg` fills as many slots as there are
 //! messages queued (the master's end is non-blocking), so a master that is
 //! behind pays one system call for many records; what the kernel does per
-//! record (dequeue, copy, credentials) stays.
+//! record (dequeue, copy, credentials) stays. A batch may also ask whether
+//! each message names its sender's address ([`Batch::naming_senders`]),
+//! which is how `seqpacket` tells the end of a channel from an empty
+//! record.
 //!
 //! # Attached descriptors
 //!
@@ -185,15 +188,15 @@ pub(crate) struct Message {
     pub(crate) len: usize,
     /// Whether the kernel cut it to fit [`BUF`].
     pub(crate) truncated: bool,
-    /// Whether the kernel attached the sender's credentials.
-    pub(crate) has_credentials: bool,
+    /// Whether the kernel named the sending socket's address (asked for
+    /// only by a batch made with [`Batch::naming_senders`]).
+    pub(crate) named: bool,
     /// Who sent it, as far as the kernel says.
     pub(crate) sender: Sender,
 }
 
 impl Message {
-    const EMPTY: Message =
-        Message { data: [0; BUF], len: 0, truncated: false, has_credentials: false, sender: NO_CREDENTIALS };
+    const EMPTY: Message = Message { data: [0; BUF], len: 0, truncated: false, named: false, sender: NO_CREDENTIALS };
 }
 
 /// The buffers of one message, aligned for control message headers.
@@ -202,7 +205,13 @@ impl Message {
 struct Slot {
     control: [u8; CONTROL],
     data: [u8; BUF],
+    /// Room for the address family alone: the kernel reports the
+    /// address's whole length, which is all that is looked at.
+    name: [u8; NAME],
 }
+
+/// How many bytes of a sender's address are read.
+const NAME: usize = size_of::<libc::sa_family_t>();
 
 /// Buffers for up to [`SLOTS`] messages, reused by every receive.
 pub(crate) struct Batch {
@@ -212,6 +221,8 @@ pub(crate) struct Batch {
     messages: Box<[Message]>,
     /// How many messages the last [`Batch::recv`] took.
     len: usize,
+    /// Whether each receive asks for the sender's address.
+    naming: bool,
 }
 
 // SAFETY: the raw pointers in `iovs` and `hdrs` point into `slots` and
@@ -231,16 +242,30 @@ impl std::fmt::Debug for Batch {
 impl Batch {
     /// Buffers for [`SLOTS`] messages.
     pub(crate) fn new() -> Batch {
+        Batch::with_names(false)
+    }
+
+    /// Buffers for [`SLOTS`] messages, each received with whether the
+    /// kernel names its sending socket's address ([`Message::named`]). A
+    /// socket once bound stays bound, so on a connection whose peer the
+    /// master bound, every message the peer sent is named, and a read of
+    /// nothing that is not named is the end of the connection.
+    pub(crate) fn naming_senders() -> Batch {
+        Batch::with_names(true)
+    }
+
+    fn with_names(naming: bool) -> Batch {
         let iov = libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 };
         // SAFETY: an mmsghdr is integers and raw pointers, for which all
         // zeroes (null pointers, no lengths) are valid values.
         let hdr: libc::mmsghdr = unsafe { std::mem::zeroed() };
         Batch {
-            slots: vec![Slot { control: [0; CONTROL], data: [0; BUF] }; SLOTS].into_boxed_slice(),
+            slots: vec![Slot { control: [0; CONTROL], data: [0; BUF], name: [0; NAME] }; SLOTS].into_boxed_slice(),
             iovs: vec![iov; SLOTS].into_boxed_slice(),
             hdrs: vec![hdr; SLOTS].into_boxed_slice(),
             messages: vec![Message::EMPTY; SLOTS].into_boxed_slice(),
             len: 0,
+            naming,
         }
     }
 
@@ -258,9 +283,17 @@ impl Batch {
         // A length that did not fit would be no room at all: no credentials
         // are trusted then, and no descriptor installed.
         let control_len = CONTROL.try_into().unwrap_or_default();
+        #[allow(clippy::cast_possible_truncation, reason = "the size of an address family")]
+        let name_len = NAME as libc::socklen_t;
         for ((slot, iov), hdr) in self.slots.iter_mut().zip(self.iovs.iter_mut()).zip(self.hdrs.iter_mut()).take(max) {
             *iov = libc::iovec { iov_base: slot.data.as_mut_ptr().cast(), iov_len: BUF };
             let h = &mut hdr.msg_hdr;
+            if self.naming {
+                h.msg_name = slot.name.as_mut_ptr().cast();
+                // The kernel writes back the address's real length (0 for
+                // none).
+                h.msg_namelen = name_len;
+            }
             h.msg_iov = std::ptr::from_mut(iov);
             h.msg_iovlen = 1;
             h.msg_control = slot.control.as_mut_ptr().cast();
@@ -272,9 +305,10 @@ impl Batch {
         let n = loop {
             let hdrs = self.hdrs.get_mut(..max).unwrap_or_default();
             // SAFETY: each of these headers was just pointed at one iovec
-            // (itself at one slot's `data`, BUF bytes) and at that slot's
-            // `control` (CONTROL bytes), all owned by `self` and not
-            // borrowed otherwise during the call.
+            // (itself at one slot's `data`, BUF bytes), at that slot's
+            // `control` (CONTROL bytes) and, if it names senders, at its
+            // `name` (NAME bytes; else at none), all owned by `self` and
+            // not borrowed otherwise during the call.
             let n = unsafe { recv_many(sock, hdrs) };
             match Errno::result(n) {
                 Ok(n) => break usize::try_from(n).unwrap_or(0).min(max),
@@ -291,7 +325,7 @@ impl Batch {
                 data: slot.data,
                 len: usize::try_from(hdr.msg_len).unwrap_or(usize::MAX),
                 truncated: hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
-                has_credentials: found.is_some(),
+                named: self.naming && hdr.msg_hdr.msg_namelen > 0,
                 sender: found.unwrap_or(NO_CREDENTIALS),
             };
         }

@@ -81,7 +81,7 @@ flavour!(
     declares_its_capabilities, forged_pid_is_rejected, malformed_packets_are_reported,
     descriptors_beyond_the_control_buffer, status_fd_blocks, flood_blocks_then_delivers_everything, eintr_is_retried;
     shutdown_ends_only_that_channel, forget_child_disconnects_it, flooder_does_not_starve_others,
-    update_before_registration_is_kept,
+    update_before_registration_is_kept, empty_records_then_the_end,
 );
 
 // ---------------------------------------------------------------- helpers
@@ -588,6 +588,28 @@ fn flooder_does_not_starve_others(ctx: &Ctx) {
     assert!(before <= 2 * BURST, "{before} of the flooder's records came before the quiet child's queued update");
     receive(&mut source, usize::try_from(FLOOD).expect("fits") - n - before, "the rest of the flood");
     flooder.expect_success("the flooder");
+}
+
+/// Empty records are not the end of a channel, though both are a read of
+/// nothing: a child's two empty records, the last thing it sends before it
+/// exits, are reported as what they are, and then the channel's end as
+/// nothing (not as more empty records).
+fn empty_records_then_the_end(ctx: &Ctx) {
+    if ctx.role().is_some() {
+        let fd5 = raw_fd5();
+        send_raw(fd5, &[]);
+        send_raw(fd5, &[]);
+        std::process::exit(0);
+    }
+    let t = SeqPacket;
+    let mut source = t.open().expect("open");
+    let mut child = spawn(ctx, &t, &mut source, "empty", 1);
+    child.expect_success("the child");
+    let got = receive(&mut source, 2, "two empty records");
+    assert_eq!(got, vec![Received::Malformed(Malformed::Short(0)); 2]);
+    for _ in 0..2 {
+        assert_eq!(source.try_recv(), Ok(None), "the end of the channel is no record");
+    }
 }
 
 /// A child that sent its update and exited before the master registered it
