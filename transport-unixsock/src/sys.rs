@@ -99,6 +99,9 @@ cfg_if::cfg_if! {
         /// never a child's, so that it can never pass for a verified one.
         const NO_CREDENTIALS: Sender = Sender::KernelPid(0);
 
+        /// One message's header, as `recvmmsg(2)` takes an array of them.
+        type Header = libc::mmsghdr;
+
         /// Receives up to `hdrs.len()` messages in one call; the kernel
         /// sets each header's `msg_len`.
         ///
@@ -106,7 +109,7 @@ cfg_if::cfg_if! {
         ///
         /// Every header must point at buffers that are valid for writes of
         /// the lengths it gives, for the whole call.
-        unsafe fn recv_many(sock: BorrowedFd<'_>, hdrs: &mut [libc::mmsghdr]) -> libc::c_int {
+        unsafe fn recv_many(sock: BorrowedFd<'_>, hdrs: &mut [Header]) -> libc::c_int {
             let vlen = libc::c_uint::try_from(hdrs.len()).unwrap_or(1);
             #[allow(clippy::cast_sign_loss, reason = "musl takes the flags as c_uint; every flag used is positive")]
             let flags = recv_flags().bits() as _;
@@ -142,6 +145,14 @@ cfg_if::cfg_if! {
         /// The sender of every message: a claim.
         const NO_CREDENTIALS: Sender = Sender::Claimed;
 
+        /// One message's header: Linux's `mmsghdr`, which not every libc
+        /// has; only its `msg_hdr` goes to the kernel here.
+        #[derive(Clone, Copy)]
+        struct Header {
+            msg_hdr: libc::msghdr,
+            msg_len: libc::c_uint,
+        }
+
         /// Receives one message (no `recvmmsg` here) into the first
         /// header, and sets its `msg_len`.
         ///
@@ -149,7 +160,7 @@ cfg_if::cfg_if! {
         ///
         /// As on Linux: the first header's buffers must be valid for the
         /// whole call.
-        unsafe fn recv_many(sock: BorrowedFd<'_>, hdrs: &mut [libc::mmsghdr]) -> libc::c_int {
+        unsafe fn recv_many(sock: BorrowedFd<'_>, hdrs: &mut [Header]) -> libc::c_int {
             let Some(first) = hdrs.first_mut() else { return 0 };
             // SAFETY: the caller vouches for the buffers.
             let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &raw mut first.msg_hdr, recv_flags().bits()) };
@@ -217,7 +228,7 @@ const NAME: usize = size_of::<libc::sa_family_t>();
 pub(crate) struct Batch {
     slots: Box<[Slot]>,
     iovs: Box<[libc::iovec]>,
-    hdrs: Box<[libc::mmsghdr]>,
+    hdrs: Box<[Header]>,
     messages: Box<[Message]>,
     /// How many messages the last [`Batch::recv`] took.
     len: usize,
@@ -256,9 +267,9 @@ impl Batch {
 
     fn with_names(naming: bool) -> Batch {
         let iov = libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 };
-        // SAFETY: an mmsghdr is integers and raw pointers, for which all
+        // SAFETY: a header is integers and raw pointers, for which all
         // zeroes (null pointers, no lengths) are valid values.
-        let hdr: libc::mmsghdr = unsafe { std::mem::zeroed() };
+        let hdr: Header = unsafe { std::mem::zeroed() };
         Batch {
             slots: vec![Slot { control: [0; CONTROL], data: [0; BUF], name: [0; NAME] }; SLOTS].into_boxed_slice(),
             iovs: vec![iov; SLOTS].into_boxed_slice(),
