@@ -92,6 +92,22 @@
 //! doorbell after a busy period (a poll that returns at once, then a
 //! `try_recv` that finds nothing and puts the master to sleep).
 //!
+//! **What a wake-up costs the master**: every pass reads the next slot of
+//! every registered ring, idle or not, and a wake-up for one record makes
+//! three (the pass that finds it, the pass that finds nothing, and the
+//! look after resetting the doorbell), so while the master sleeps between
+//! updates its cost per update grows with the number of children: one
+//! cache line in a page of its own per ring and pass (a cache miss and,
+//! under a hypervisor, a costly TLB miss). In the bench's `sparse`
+//! workload (one child of many sending every millisecond) that is about 3×
+//! the CPU per update at 512 children of what it is at one. Looking only at
+//! the rings that rang would need the children to say which ring: a page
+//! they all write could not be trusted (a child could clear another's
+//! mark, and that child's wake-up would be lost), so the word would have to
+//! come through the kernel, such as a doorbell per child in an epoll set.
+//! While the master is awake (children sending faster than it sleeps) the
+//! passes are shared by many records and the scan costs little per record.
+//!
 //! **Edge-triggered masters** (tokio, mio, `EPOLLET`; contract item 7): a
 //! readable doorbell makes no new edge, and children do not ring while the
 //! master is awake. So whenever a `try_recv` or `drain` call ends a drain
