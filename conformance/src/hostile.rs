@@ -52,9 +52,9 @@ pub trait Hostile: Transport {
     const RAW_FRAMING: Option<Framing>;
 
     /// The auxiliary descriptor that is, by design, the same open file as
-    /// the master's pollable descriptor, if any: memfd's `doorbell`, an
-    /// eventfd that children write and the master waits on. `None` (the
-    /// default) for transports whose master end no child may hold.
+    /// the master's pollable descriptor, if any: a doorbell that children
+    /// write and the master waits on, say. `None` (the default) for
+    /// transports whose master end no child may hold.
     const SOURCE_SHARED_AS_AUX: Option<&'static str> = None;
 
     /// Takes the child's end of the channel from its standard environment,

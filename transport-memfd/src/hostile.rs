@@ -15,7 +15,7 @@ use std::io;
 use master_proto::{ChildEnv, EnvError, Framing, StatusUpdate, Transport};
 use master_proto_conformance::Hostile;
 
-use crate::{DOORBELL, Memfd, MemfdSink};
+use crate::{Memfd, MemfdSink};
 
 /// The child's own sink, and where its next scribble starts.
 #[derive(Debug)]
@@ -28,8 +28,6 @@ impl Hostile for Memfd {
     type Raw = Scribbler;
 
     const RAW_FRAMING: Option<Framing> = None;
-
-    const SOURCE_SHARED_AS_AUX: Option<&'static str> = Some(DOORBELL);
 
     fn raw(&self, env: &mut ChildEnv) -> Result<Self::Raw, EnvError> {
         Ok(Scribbler { sink: self.sink(env)?, cursor: 0 })

@@ -313,3 +313,31 @@ fn drain_ends_while_a_child_floods() {
     assert_eq!(next.get(), sent);
     assert!(calls > 1);
 }
+
+/// A child that resets its own doorbell (reads the eventfd, as a hostile
+/// child may) strands nothing of another child's: each child's doorbell is
+/// its own, so the master's descriptor stays readable for the other's
+/// update, which then arrives.
+#[test]
+fn a_doorbell_reset_by_one_child_strands_no_other() {
+    use std::os::fd::AsFd;
+    let mut source = Memfd.open().expect("open");
+    let end = Memfd.child_end(&mut source, 1).expect("child end");
+    Memfd.register_child(&mut source, 1, 801).expect("register_child");
+    let hostile_bell = end.aux.iter().find(|(name, _)| *name == crate::DOORBELL).expect("a doorbell").1.try_clone();
+    let hostile_bell = hostile_bell.expect("dup the doorbell");
+    let honest = in_process_sink(&mut source, 2, 802);
+    // Registering rang; the master takes nothing, and is asleep.
+    assert_eq!(source.try_recv(), Ok(None));
+    assert_eq!(source.try_recv(), Ok(None));
+    honest.notify(Status::TAKEN).expect("notify");
+    let mut counter = [0u8; 8];
+    let _ = nix::unistd::read(&hostile_bell, &mut counter);
+    let mut fds = [nix::poll::PollFd::new(source.as_fd(), nix::poll::PollFlags::POLLIN)];
+    assert_eq!(nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO), Ok(1), "the honest child's ring is heard");
+    let got = source.try_recv().expect("read");
+    assert!(
+        matches!(got, Some(Received::Update { update, sender: Sender::Channel(802) }) if update.status == Status::TAKEN),
+        "{got:?}"
+    );
+}

@@ -1,5 +1,6 @@
-//! `memfd`: shared-memory status rings in sealed memfds, one per child, with
-//! an eventfd doorbell, a robust-futex death word and a lifeline (Linux).
+//! `memfd`: shared-memory status rings in sealed memfds, one per child, each
+//! with an eventfd doorbell, a robust-futex death word and a lifeline
+//! (Linux).
 //!
 //! On other platforms this crate is empty: the transport is not available
 //! there, and the conformance crate's list of transports leaves it out.
@@ -10,11 +11,12 @@
 //! |---|---|---|---|---|
 //! | ring memfd, one per child | in `child_end`, sized once, sealed `SHRINK`/`GROW`/`SEAL` | read-write | fd 5 | read-write |
 //! | control memfd, one per channel | in `open`, one page, sealed `SHRINK`/`GROW`/`FUTURE_WRITE`/`SEAL` after the master mapped it | read-write | aux `control` | read-only (no writable mapping is possible any more) |
-//! | doorbell eventfd, one per channel | in `open` | — | aux `doorbell` | — |
+//! | doorbell eventfd, one per child | in `child_end`, in the master's epoll set | — | aux `doorbell` | — |
 //! | lifeline pipe, one per channel | in `open`; the write end stays in the master | — | aux `lifeline` (read end) | — |
 //!
 //! The master's [`StatusSource`](master_proto::StatusSource) descriptor is
-//! the doorbell. A child's ring is private to it: the master names its
+//! an epoll instance holding every child's doorbell and one more eventfd
+//! that only the master rings (its own bell). A child's ring is private to it: the master names its
 //! updates [`Sender::Channel`](master_proto::Sender::Channel) with the pid
 //! given to [`register_child`](master_proto::Transport::register_child) for
 //! that ring, whatever pid the child writes.
@@ -40,7 +42,7 @@
 //!
 //! | offset | word | meaning |
 //! |---|---|---|
-//! | 0 | `asleep` | non-zero while the master may be waiting on the doorbell |
+//! | 0 | `asleep` | non-zero while the master may be waiting on its descriptor |
 //! | 4 | `fence` | 1: the master issues `membarrier(GLOBAL_EXPEDITED)` on its way to sleep |
 //! | 8 | `armed` | 1: the death word is on a robust futex list |
 //! | 12 | `life` | the death word: the master's watch thread's TID; bit `0x4000_0000` set once the master has gone |
@@ -51,7 +53,7 @@
 //! return `Disconnected`. If the ring is full, block (below). Write the
 //! slot: `rec` = (writing, 0), `who`, then `rec` = (published, status)
 //! with release: that one 64-bit store publishes the whole record. Then a
-//! fence, then read `asleep`; only if it is set, write the doorbell. While
+//! fence, then read `asleep`; only if it is set, write its doorbell. While
 //! the master is awake that is two loads, three stores into the ring and a
 //! compiler fence: no system call, no locked instruction. (A child's
 //! threads share its one ring through a lock biased towards the first
@@ -74,31 +76,50 @@
 //! never gets ahead of what the child published. The master writes `tail`
 //! back every quarter ring and whenever a ring runs empty. One `drain`
 //! makes at most 64 passes, so children that outrun the master cannot keep
-//! it there; a drain ended so rings the doorbell (below).
+//! it there; a drain ended so rings the master's own bell (below).
 //!
 //! **Sleep and wake**, no wake-up lost: when a scan finds nothing, the
-//! master resets the doorbell, sets `asleep`, issues a full barrier
-//! (`membarrier` when children registered for it, else a `SeqCst` fence on
-//! both sides), and scans again; only then does `try_recv` return `None`.
-//! A child publishes, then reads `asleep`: either the master's second scan
-//! sees the record, or the child sees `asleep` and rings. While `asleep` is
-//! clear the master keeps the doorbell readable, so a master that polls
+//! master resets the doorbells that rang and its own bell, sets `asleep`,
+//! issues a full barrier (`membarrier` when children registered for it,
+//! else a `SeqCst` fence on both sides), and scans again; only then does
+//! `try_recv` return `None`. A child publishes, then reads `asleep`: either
+//! the master's second scan sees the record, or the child sees `asleep` and
+//! rings. While `asleep` is clear the master keeps its own bell readable,
+//! so a master that polls
 //! before draining never waits on pending records; `asleep` is cleared on
 //! the second record after a wake-up (the first is returned at once, so the
 //! eventfd write does not delay it). An awake master goes to sleep on its
 //! second empty look in a row, not its first: a child producing steadily,
 //! a little slower than the master drains, then finds it awake instead of
 //! ringing for every update. The price is one spurious readiness of the
-//! doorbell after a busy period (a poll that returns at once, then a
+//! master's descriptor after a busy period (a poll that returns at once, then a
 //! `try_recv` that finds nothing and puts the master to sleep).
 //!
+//! **Which rings a look takes**: a look at a ring reads the slot at the
+//! master's `tail`, one cache line in a page of its own (a cache miss and,
+//! under a hypervisor, a costly TLB miss), so looking at every ring would
+//! make each wake-up of a sleeping master cost more with every idle child
+//! (about 3× the CPU per update at 512 children of one, in the bench's
+//! `sparse` workload, when every look takes every ring). While `asleep` is
+//! set every publish rings its child's own doorbell, so the master looks
+//! only at the rings whose doorbell rang (it asks epoll, then resets each
+//! doorbell before looking at its ring: what the child publishes later
+//! rings again) and at rings that yielded records and may hold more; a
+//! ring found empty leaves that set. While the master is awake children do
+//! not ring, so every pass takes every ring (the passes are then shared by
+//! many records), and so does the first look after it declares itself
+//! asleep, until one pass has taken them all. The children's marks come
+//! through the kernel, not a shared page: a page they all could write would
+//! let one child clear another's mark, and lose its wake-up.
+//!
 //! **Edge-triggered masters** (tokio, mio, `EPOLLET`; contract item 7): a
-//! readable doorbell makes no new edge, and children do not ring while the
+//! readable bell makes no new edge, and children do not ring while the
 //! master is awake. So whenever a `try_recv` or `drain` call ends a drain
 //! with the master awake (its first empty look) or with records maybe left
-//! (`drain`'s bound), the master rings the doorbell itself, unless that
+//! (`drain`'s bound), the master rings its own bell, unless that
 //! same call already rang it without resetting it since (the ring that
-//! made it awake, in a `drain`): the counter changes, which is a new edge,
+//! made it awake, in a `drain`): the counter changes, which wakes the
+//! epoll instance's waiters, a new edge,
 //! and the master's next wait returns at once to look again (and then,
 //! finding nothing, to go to sleep, after which children ring). A ring in
 //! an earlier call does not count: a reactor on another thread (tokio's
@@ -136,9 +157,10 @@
 //! updates with whatever pid and status the child wrote, all under that
 //! child's [`Sender::Channel`](master_proto::Sender::Channel) pid. It can
 //! set `waiting` for ever (the master then makes one `FUTEX_WAKE` per write
-//! back of its `tail`), ring the doorbell (the master wakes up for
-//! nothing), or publish without ringing (its own records then wait for the
-//! master's next wake-up). It cannot resize or unmap any memory the master maps (sealed),
+//! back of its `tail`), ring or reset its doorbell (the master wakes up for
+//! nothing, or its own records wait for the master's next wake-up), or
+//! publish without ringing (the same). It holds no other child's doorbell,
+//! so it cannot reset one and strand that child's records. It cannot resize or unmap any memory the master maps (sealed),
 //! write another child's ring (it has no descriptor for it) or the control
 //! area (sealed against writable mappings and writes), or make the master
 //! block: no lock exists that a child could hold, and a child killed at any

@@ -56,6 +56,8 @@ pub(crate) fn open_pair(ty: socket2::Type) -> io::Result<(Socket, Socket)> {
 #[derive(Debug)]
 pub struct DgramSource {
     master: Socket,
+    /// The receive buffers, reused by every read.
+    batch: sys::Batch,
     /// What children get at fd 5 (a duplicate per spawn).
     pub(crate) child_status: Socket,
     /// The lifeline children get a copy of.
@@ -64,7 +66,7 @@ pub struct DgramSource {
 
 impl DgramSource {
     pub(crate) fn new(master: Socket, child_status: Socket, lifeline: Lifeline) -> DgramSource {
-        DgramSource { master, child_status, lifeline }
+        DgramSource { master, batch: sys::Batch::new(), child_status, lifeline }
     }
 }
 
@@ -78,11 +80,30 @@ impl StatusSource for DgramSource {
     fn try_recv(&mut self) -> Result<Option<Received>, RecvError> {
         // A datagram socket has no end: a read of nothing is an empty
         // datagram.
-        let msg = sys::recv(self.master.as_fd()).map_err(RecvError::Io)?;
-        Ok(msg.map(|msg| {
-            let sender = msg.sender;
-            item(&msg, sender)
-        }))
+        let msgs = self.batch.recv(self.master.as_fd(), 1).map_err(RecvError::Io)?;
+        Ok(msgs.first().map(|msg| item(msg, msg.sender)))
+    }
+
+    /// Reads up to 64 datagrams per system call (`recvmmsg(2)` on
+    /// Linux), until the socket has no more.
+    ///
+    /// It stops after a read that filled fewer slots than it offered: the
+    /// queue was empty when the kernel looked for the next datagram, so
+    /// whatever comes later makes its own edge. (Or the kernel met an
+    /// error, which it keeps for the next read; on this socketpair that can
+    /// only be one it raises while this call runs, with its own wake-up.)
+    fn drain(&mut self, mut f: impl FnMut(Received)) -> Result<usize, RecvError> {
+        let mut n = 0;
+        loop {
+            let msgs = self.batch.recv(self.master.as_fd(), sys::SLOTS).map_err(RecvError::Io)?;
+            for msg in msgs {
+                f(item(msg, msg.sender));
+            }
+            n += msgs.len();
+            if msgs.len() < sys::SLOTS {
+                return Ok(n);
+            }
+        }
     }
 }
 

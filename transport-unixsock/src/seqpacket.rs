@@ -46,18 +46,23 @@
 //! # Reading
 //!
 //! The source reads in rounds: one `epoll_wait` names the ready channels,
-//! and each yields at most 8 records in turn, so a channel that becomes
-//! readable waits for at most 8 records of each other one, never for a
-//! flooding child to stop. After a round that yielded records,
+//! and each yields at most one *burst* of records in turn, read with one
+//! `recvmmsg(2)`, so a channel that becomes readable waits for at most one
+//! burst of each other one, never for a flooding child to stop. A round
+//! holds at most 512 records, shared among its channels: a burst is 64
+//! records when up to 8 channels are ready, down to 8 when 64 are (the
+//! most one `epoll_wait` reports). So a few busy children cost the master
+//! a handful of system calls per 64 records, and many still take turns
+//! 8 records at a time. After a round that yielded records,
 //! [`StatusSource::try_recv`] returns `None` once even if the children have
-//! refilled their channels meanwhile, so a drain ends after at most 64 × 8
+//! refilled their channels meanwhile, so a drain ends after at most 512
 //! records, however fast the children send.
 //!
 //! That `None` must not strand what the round left behind (contract item
 //! 7): a master that waits edge-triggered (tokio, mio, `EPOLLET`) sleeps
 //! until the descriptor makes a new edge, and a descriptor that merely stays
 //! readable makes none. So a round that may have left records (a channel
-//! used up its 8, or `epoll_wait` filled all 64 slots) writes an eventfd
+//! used up its burst, or `epoll_wait` filled all 64 slots) writes an eventfd
 //! that sits in the epoll set, edge-triggered there, before it returns
 //! `None`: the write wakes whoever waits on the epoll descriptor, which is
 //! a new edge for an outer epoll, and the next `epoll_wait` of the source
@@ -81,7 +86,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use master_proto::env::ChildEnv;
 use master_proto::{Caps, EndFds, EnvError, Identity, Received, RecvError, Sender, StatusSource, Transport};
@@ -89,9 +94,10 @@ use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use nix::sys::eventfd::{EfdFlags, EventFd};
+use nix::sys::socket::UnixAddr;
 use socket2::Socket;
 
-use crate::packet::{PACKET_CAPS, PacketSink, item, open_pair};
+use crate::packet::{PACKET_CAPS, PacketSink, item};
 use crate::sys;
 
 /// One private `SOCK_SEQPACKET` socketpair per child; the channel names the
@@ -128,6 +134,7 @@ impl Transport for SeqPacket {
         epoll.add(&rearm, EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLET, REARM))?;
         Ok(ChannelSource {
             epoll,
+            batch: sys::Batch::naming_senders(),
             rearm,
             channels: HashMap::new(),
             pending: Vec::new(),
@@ -140,10 +147,7 @@ impl Transport for SeqPacket {
 
     fn end_fds(&self, source: &mut ChannelSource, generation: u32) -> io::Result<EndFds> {
         source.prune_pending();
-        // The master's end passes credentials only so that the end of a
-        // channel (a read of nothing, without credentials) can be told from
-        // an empty record (which carries its sender's).
-        let (master, child) = open_pair(socket2::Type::SEQPACKET)?;
+        let (master, child) = open_channel()?;
         source.pending.push((generation, master));
         Ok(EndFds { status: OwnedFd::from(child), aux: Vec::new() })
     }
@@ -192,18 +196,55 @@ impl Transport for SeqPacket {
     }
 }
 
+/// Opens one child's channel: the master's end, non-blocking, and the
+/// child's end, bound to an address the kernel picks (an abstract one, as
+/// `bind(2)` with the address family alone does). Both are close-on-exec.
+///
+/// The address is there only so that the end of the channel can be told
+/// from an empty record: both are a read of nothing, but every record
+/// names its sending socket's address, which a socket keeps from its
+/// `bind` until it is freed (there is no unbinding, and binding again
+/// fails), while the end names none. Kernel credentials would tell them
+/// apart too, at a cost to every send and every read; the channel already
+/// names the child. Nobody can connect to the address: the socket is
+/// connected already and does not listen.
+fn open_channel() -> io::Result<(Socket, Socket)> {
+    // socket2 creates both ends close-on-exec (SOCK_CLOEXEC).
+    let (master, child) = Socket::pair(socket2::Domain::UNIX, socket2::Type::SEQPACKET, None)?;
+    nix::sys::socket::bind(child.as_raw_fd(), &UnixAddr::new_unnamed())?;
+    // Only the master's end: the two ends are separate open files, so the
+    // child keeps a blocking send.
+    master.set_nonblocking(true)?;
+    Ok((master, child))
+}
+
 /// How many ready channels one `epoll_wait` reports at most.
 const EVENTS: usize = 64;
 
 /// The epoll key of the rearm eventfd: no pid (those are `u32` keys).
 const REARM: u64 = u64::MAX;
 
-/// How many records one channel yields in a round before the source moves
-/// on: a round is one `epoll_wait`, so a channel that became readable waits
-/// for at most this many records of each channel already in the round.
-/// (Level-triggered epoll returns channels still readable at the end of its
-/// ready list, so more than [`EVENTS`] ready channels take turns too.)
-const BURST: u8 = 8;
+/// How many records one round yields at most, shared among its channels
+/// (see [`burst`]): a drain ends after at most this many.
+const ROUND: usize = EVENTS * MIN_BURST;
+
+/// The fewest records a ready channel may yield in a round, however many
+/// are ready.
+const MIN_BURST: usize = 8;
+
+/// How many records each of `ready` channels yields in a round before the
+/// source moves on: the round's share, at least [`MIN_BURST`] and at most
+/// what one `recvmmsg` takes. A round is one `epoll_wait`, so a channel
+/// that became readable waits for at most this many records of each
+/// channel already in the round. (Level-triggered epoll returns channels
+/// still readable at the end of its ready list, so more than [`EVENTS`]
+/// ready channels take turns too.)
+fn burst(ready: usize) -> u8 {
+    u8::try_from((ROUND / ready.max(1)).clamp(MIN_BURST, sys::SLOTS)).unwrap_or(u8::MAX)
+}
+
+// A burst is counted in a u8.
+const _: () = assert!(sys::SLOTS <= u8::MAX as usize);
 
 /// The master's end of a [`SeqPacket`] channel: every child's private
 /// socket, behind one epoll descriptor.
@@ -215,6 +256,8 @@ const BURST: u8 = 8;
 #[derive(Debug)]
 pub struct ChannelSource {
     epoll: Epoll,
+    /// The receive buffers, reused by every read.
+    batch: sys::Batch,
     /// In the epoll set, edge-triggered: written when a round that may have
     /// left records behind ends, so that the epoll descriptor makes a new
     /// edge.
@@ -230,7 +273,7 @@ pub struct ChannelSource {
     /// `try_recv` then says `None` once, so that a drain ends.
     round_over: bool,
     /// Whether this round may leave records behind: a channel used up its
-    /// [`BURST`], or `epoll_wait` filled all [`EVENTS`] slots.
+    /// [`burst`], or `epoll_wait` filled all [`EVENTS`] slots.
     left_behind: bool,
     /// What the channels of reaped children held when they were forgotten,
     /// delivered before anything else.
@@ -238,7 +281,6 @@ pub struct ChannelSource {
 }
 
 impl ChannelSource {
-    /// Drops the channel of `pid`, if any: its child's fd 5 reports hang-up.
     /// Reads what the channel of the reaped child `pid` still holds into
     /// [`left`](Self::left) (its socket buffer bounds it), then drops the
     /// channel; rings the rearm eventfd if anything was kept, so that the
@@ -246,12 +288,19 @@ impl ChannelSource {
     fn forget_reaped(&mut self, pid: i32) -> io::Result<()> {
         let before = self.left.len();
         if let Some(sock) = self.channels.get(&pid) {
-            // A read that fails ends the channel as its end does.
-            while let Ok(Some(msg)) = sys::recv(sock.as_fd()) {
-                if msg.len == 0 && !msg.has_credentials {
+            // A read that fails ends the channel as its end does, and so
+            // does a read of nothing that names no sender (see
+            // `open_channel`).
+            'channel: while let Ok(msgs) = self.batch.recv(sock.as_fd(), sys::SLOTS) {
+                if msgs.is_empty() {
                     break;
                 }
-                self.left.push_back(item(&msg, Sender::Channel(pid)));
+                for msg in msgs {
+                    if msg.len == 0 && !msg.named {
+                        break 'channel;
+                    }
+                    self.left.push_back(item(msg, Sender::Channel(pid)));
+                }
             }
         }
         self.forget(pid);
@@ -261,6 +310,7 @@ impl ChannelSource {
         Ok(())
     }
 
+    /// Drops the channel of `pid`, if any: its child's fd 5 reports hang-up.
     fn forget(&mut self, pid: i32) {
         if let Some(sock) = self.channels.remove(&pid) {
             // Closing the socket removes it from the epoll set (nothing else
@@ -314,24 +364,23 @@ impl AsFd for ChannelSource {
     }
 }
 
-impl StatusSource for ChannelSource {
-    fn try_recv(&mut self) -> Result<Option<Received>, RecvError> {
-        if let Some(item) = self.left.pop_front() {
-            return Ok(Some(item));
-        }
+impl ChannelSource {
+    /// The next records of this round, at most `max` and at most what is
+    /// left of their channel's burst, read in one system call: the
+    /// channel's pid and how many records there are (the first messages
+    /// [`sys::Batch::received`] holds), or `None` once a round that yielded
+    /// records is over, or when no channel is ready.
+    fn next_records(&mut self, max: usize) -> Result<Option<(i32, usize)>, RecvError> {
         loop {
-            while let Some(&mut (pid, ref mut burst)) = self.ready.front_mut() {
+            while let Some(&(pid, burst)) = self.ready.front() {
                 let Some(sock) = self.channels.get(&pid) else {
                     // Forgotten since epoll reported it.
                     self.ready.pop_front();
                     continue;
                 };
-                let msg = match sys::recv(sock.as_fd()) {
-                    Ok(Some(msg)) => msg,
-                    Ok(None) => {
-                        self.ready.pop_front();
-                        continue;
-                    }
+                let want = max.min(usize::from(burst));
+                let msgs = match self.batch.recv(sock.as_fd(), want) {
+                    Ok(msgs) => msgs,
                     // The child's end went away with an error to report:
                     // the channel is over, as at its end.
                     Err(Errno::ECONNRESET) => {
@@ -341,21 +390,33 @@ impl StatusSource for ChannelSource {
                     }
                     Err(errno) => return Err(RecvError::Io(errno)),
                 };
-                if msg.len == 0 && !msg.has_credentials {
-                    // The end of this child's channel: it exited (all its
-                    // records were read before this), or shut its socket
-                    // down. Nothing more can come from it.
+                // A read of nothing that names no sender is the end of this
+                // child's channel (see `open_channel`): it exited (all its
+                // records were read before this), or shut its socket down;
+                // nothing more can come from it. (The kernel reports the end
+                // again for every slot left in the batch.)
+                let records = msgs.iter().position(|m| m.len == 0 && !m.named).unwrap_or(msgs.len());
+                let ended = records < msgs.len();
+                let taken = msgs.len();
+                // At most `burst` (a u8) records were asked for.
+                let left = burst.saturating_sub(u8::try_from(records).unwrap_or(u8::MAX));
+                if ended || taken < want || left == 0 {
+                    // Done with this channel for the round: it ended, it
+                    // had no more (the kernel stopped short), or it used up
+                    // its burst and may have more.
                     self.ready.pop_front();
+                    self.left_behind |= left == 0 && !ended;
+                } else if let Some(front) = self.ready.front_mut() {
+                    front.1 = left;
+                }
+                if ended {
                     self.forget(pid);
+                }
+                if records == 0 {
                     continue;
                 }
-                *burst = burst.saturating_sub(1);
-                if *burst == 0 {
-                    self.ready.pop_front();
-                    self.left_behind = true;
-                }
                 self.round_over = self.ready.is_empty();
-                return Ok(Some(item(&msg, Sender::Channel(pid))));
+                return Ok(Some((pid, records)));
             }
             if std::mem::take(&mut self.round_over) {
                 // The end of a round that yielded records: a drain stops
@@ -383,7 +444,34 @@ impl StatusSource for ChannelSource {
             self.left_behind = n == EVENTS;
             // The rearm eventfd has no pid: it only made the edge that
             // brought the master here.
-            self.ready.extend(events.iter().take(n).filter_map(Self::pid_of).map(|pid| (pid, BURST)));
+            let channels = || events.iter().take(n).filter_map(Self::pid_of);
+            let burst = burst(channels().count());
+            self.ready.extend(channels().map(|pid| (pid, burst)));
         }
+    }
+}
+
+impl StatusSource for ChannelSource {
+    fn try_recv(&mut self) -> Result<Option<Received>, RecvError> {
+        if let Some(item) = self.left.pop_front() {
+            return Ok(Some(item));
+        }
+        let Some((pid, _)) = self.next_records(1)? else { return Ok(None) };
+        Ok(self.batch.received().first().map(|msg| item(msg, Sender::Channel(pid))))
+    }
+
+    /// What reaped children left, then one round, as
+    /// [`try_recv`](StatusSource::try_recv) until `None`, but each
+    /// channel's burst is one system call (`recvmmsg(2)`).
+    fn drain(&mut self, mut f: impl FnMut(Received)) -> Result<usize, RecvError> {
+        let mut n = self.left.len();
+        self.left.drain(..).for_each(&mut f);
+        while let Some((pid, records)) = self.next_records(sys::SLOTS)? {
+            for msg in self.batch.received().iter().take(records) {
+                f(item(msg, Sender::Channel(pid)));
+            }
+            n += records;
+        }
+        Ok(n)
     }
 }

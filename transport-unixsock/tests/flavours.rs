@@ -1,6 +1,7 @@
 //! Both packet flavours in real processes, where they go beyond the
 //! conformance suite: verified pids against a forgery, malformed datagrams
-//! (short, oversized, with a descriptor attached), a blocking fd 5,
+//! (short, oversized, with a descriptor attached, with more descriptors
+//! than the master's control buffer has room for), a blocking fd 5,
 //! back-pressure that holds when a child makes it non-blocking, signals
 //! aimed at a blocked send; then what
 //! only one flavour has: `dgram`'s lifeline, `seqpacket`'s per-child
@@ -71,16 +72,16 @@ macro_rules! flavour {
 
 flavour!(
     dgram, Dgram;
-    declares_its_capabilities, forged_pid_is_rejected, malformed_packets_are_reported, status_fd_blocks,
-    flood_blocks_then_delivers_everything, eintr_is_retried;
+    declares_its_capabilities, forged_pid_is_rejected, malformed_packets_are_reported,
+    descriptors_beyond_the_control_buffer, status_fd_blocks, flood_blocks_then_delivers_everything, eintr_is_retried;
     lifeline_wins_over_a_live_socket,
 );
 flavour!(
     seqpacket, SeqPacket;
-    declares_its_capabilities, forged_pid_is_rejected, malformed_packets_are_reported, status_fd_blocks,
-    flood_blocks_then_delivers_everything, eintr_is_retried;
+    declares_its_capabilities, forged_pid_is_rejected, malformed_packets_are_reported,
+    descriptors_beyond_the_control_buffer, status_fd_blocks, flood_blocks_then_delivers_everything, eintr_is_retried;
     shutdown_ends_only_that_channel, forget_child_disconnects_it, flooder_does_not_starve_others,
-    update_before_registration_is_kept,
+    update_before_registration_is_kept, empty_records_then_the_end, forget_child_delivers_what_it_held,
 );
 
 // ---------------------------------------------------------------- helpers
@@ -170,9 +171,12 @@ fn updates(items: &[Received]) -> Vec<(i32, u32, Status, Sender)> {
 /// Whether some thread of `pid` is blocked sending on fd 5, or in `poll`
 /// (where `notify` waits for room on a socket made non-blocking).
 fn blocked_on_channel(pid: i32) -> bool {
-    if thread_blocked_writing(pid, 5).is_some() {
-        return true;
-    }
+    thread_blocked_writing(pid, 5).is_some() || in_poll(pid)
+}
+
+/// Whether some thread of `pid` is in `poll` (a child role's bounded wait
+/// for a descriptor).
+fn in_poll(pid: i32) -> bool {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return false };
     tasks.filter_map(Result::ok).any(|task| {
         let text = std::fs::read_to_string(task.path().join("syscall")).unwrap_or_default();
@@ -290,6 +294,75 @@ fn malformed_packets_are_reported<T: Transport + Default>(ctx: &Ctx) {
     );
     let status = child.wait_exit("the hostile child");
     assert_eq!(status.code(), Some(0), "the attached descriptor must be closed by the master, got {status}");
+    assert_eq!(source.try_recv(), Ok(None), "nothing more arrives");
+}
+
+/// The most descriptors the kernel passes in one message (`SCM_MAX_FD`).
+const SCM_MAX_FD: usize = 253;
+
+/// A child attaches the kernel's most descriptors (253, far more than the
+/// master's control buffer has room for) to a whole record and to an
+/// oversized datagram, among other datagrams queued together: they are
+/// read in order, each as what it is, and each record from the sender the
+/// transport vouches for (the kernel's credentials come whole before the
+/// descriptors that did not fit); and no descriptor stays in the master,
+/// neither the first of each message (installed by the kernel, closed by
+/// the source) nor the last (dropped by the kernel, never installed).
+fn descriptors_beyond_the_control_buffer<T: Transport + Default>(ctx: &Ctx) {
+    if ctx.role().is_some() {
+        let fd5 = raw_fd5();
+        let null = std::fs::File::open("/dev/null").unwrap_or_else(|e| fail(e));
+        let (first_read, first_write) = std::io::pipe().unwrap_or_else(|e| fail(e));
+        let (last_read, last_write) = std::io::pipe().unwrap_or_else(|e| fail(e));
+        let send_with_fds = |bytes: &[u8]| {
+            let middle: Vec<std::fs::File> =
+                (2..SCM_MAX_FD).map(|_| null.try_clone().unwrap_or_else(|e| fail(e))).collect();
+            let mut fds = vec![first_write.as_fd().as_raw_fd()];
+            fds.extend(middle.iter().map(AsRawFd::as_raw_fd));
+            fds.push(last_write.as_fd().as_raw_fd());
+            let cmsg = [ControlMessage::ScmRights(&fds)];
+            match sendmsg::<()>(fd5.as_raw_fd(), &[IoSlice::new(bytes)], &cmsg, MsgFlags::MSG_NOSIGNAL, None) {
+                Ok(n) if n == bytes.len() => {}
+                other => fail(format_args!("sendmsg with {} descriptors: {other:?}", fds.len())),
+            }
+        };
+        let pid = std::process::id().try_into().unwrap_or(0);
+        send_with_fds(&StatusUpdate { pid, generation: 4, status: Status::TAKEN }.encode());
+        send_raw(fd5, &[0x11; 3]);
+        send_with_fds(&[0x22; 100]);
+        send_raw(fd5, &StatusUpdate { pid, generation: 4, status: Status::AVAIL }.encode());
+        drop((first_write, last_write));
+        let deadline = Instant::now() + WAIT;
+        if !wait_readable(first_read.as_fd(), deadline) {
+            fail("the master kept a descriptor the kernel installed");
+        }
+        if !wait_readable(last_read.as_fd(), deadline) {
+            fail("a descriptor that did not fit the control buffer stayed open");
+        }
+        std::process::exit(0);
+    }
+    let t = T::default();
+    let mut source = t.open().expect("open");
+    let mut child = spawn(ctx, &t, &mut source, "hostile", 4);
+    // Best effort, so that the four are queued together and read in one
+    // batch: the child has sent them all once it waits for the ends of
+    // its pipes.
+    let pid = child.pid();
+    poll_until(Instant::now() + WAIT, || in_poll(pid));
+    let got = receive(&mut source, 4, "a record and a datagram with 253 descriptors each, among others");
+    let update =
+        |status| Received::Update { update: StatusUpdate { pid, generation: 4, status }, sender: vouched::<T>(pid) };
+    assert_eq!(
+        got,
+        vec![
+            update(Status::TAKEN),
+            Received::Malformed(Malformed::Short(3)),
+            Received::Malformed(Malformed::Oversized(100)),
+            update(Status::AVAIL),
+        ]
+    );
+    let status = child.wait_exit("the hostile child");
+    assert_eq!(status.code(), Some(0), "every attached descriptor must be gone from the master, got {status}");
     assert_eq!(source.try_recv(), Ok(None), "nothing more arrives");
 }
 
@@ -474,6 +547,8 @@ fn forget_child_disconnects_it(ctx: &Ctx) {
 /// everything the flooder can send.
 fn flooder_does_not_starve_others(ctx: &Ctx) {
     const FLOOD: i32 = 5_000;
+    // What a channel yields in a round while at most 8 are ready.
+    const BURST: usize = 64;
     match ctx.role().as_deref() {
         Some("flooder") => {
             notify_and_exit::<SeqPacket>((2..2 + FLOOD).map(Status));
@@ -492,12 +567,13 @@ fn flooder_does_not_starve_others(ctx: &Ctx) {
     );
     // Its first record is read now, so that its channel is the one the
     // source is busy with when the quiet child's update comes in.
-    // One drain is one round: the flooder's full channel yields 8 records,
-    // then the drain ends although the flooder refills it at once.
+    // One drain is one round: the flooder's full channel, alone in it,
+    // yields one burst (64 records, the most a lone channel gets), then the
+    // drain ends although the flooder refills it at once.
     let mut first = Vec::new();
     let n = source.drain(|item| first.push(item)).expect("read the source");
-    assert_eq!(n, 8, "one drain of one full channel");
-    assert_eq!(updates(&first).iter().map(|u| u.2.0).collect::<Vec<_>>(), (2..10).collect::<Vec<_>>());
+    assert_eq!(n, BURST, "one drain of one full channel");
+    assert_eq!(updates(&first).iter().map(|u| u.2.0).collect::<Vec<_>>(), (2..).take(BURST).collect::<Vec<_>>());
     let mut quiet = spawn(ctx, &t, &mut source, "quiet", 2);
     assert!(quiet.wait_exit("the quiet child").success(), "the quiet child's update is queued");
     let quiet_pid = quiet.pid();
@@ -506,11 +582,34 @@ fn flooder_does_not_starve_others(ctx: &Ctx) {
     {
         before += 1;
     }
-    // The source reads at most 8 records of a channel before it looks
-    // for other ready channels: at most the rest of one burst and one more.
-    assert!(before <= 16, "{before} of the flooder's records came before the quiet child's queued update");
+    // The source reads at most one burst of a channel before it looks for
+    // other ready channels (64 records while few are ready): at most the
+    // rest of one burst and one more.
+    assert!(before <= 2 * BURST, "{before} of the flooder's records came before the quiet child's queued update");
     receive(&mut source, usize::try_from(FLOOD).expect("fits") - n - before, "the rest of the flood");
     flooder.expect_success("the flooder");
+}
+
+/// Empty records are not the end of a channel, though both are a read of
+/// nothing: a child's two empty records, the last thing it sends before it
+/// exits, are reported as what they are, and then the channel's end as
+/// nothing (not as more empty records).
+fn empty_records_then_the_end(ctx: &Ctx) {
+    if ctx.role().is_some() {
+        let fd5 = raw_fd5();
+        send_raw(fd5, &[]);
+        send_raw(fd5, &[]);
+        std::process::exit(0);
+    }
+    let t = SeqPacket;
+    let mut source = t.open().expect("open");
+    let mut child = spawn(ctx, &t, &mut source, "empty", 1);
+    child.expect_success("the child");
+    let got = receive(&mut source, 2, "two empty records");
+    assert_eq!(got, vec![Received::Malformed(Malformed::Short(0)); 2]);
+    for _ in 0..2 {
+        assert_eq!(source.try_recv(), Ok(None), "the end of the channel is no record");
+    }
 }
 
 /// A child that sent its update and exited before the master registered it
@@ -535,4 +634,45 @@ fn update_before_registration_is_kept(ctx: &Ctx) {
     let got = receive(&mut source, 1, "the early child's TAKEN, once registered");
     assert_eq!(updates(&got), vec![(early_pid, 1, Status::TAKEN, Sender::Channel(early_pid))]);
     later.expect_success("the later child");
+}
+
+/// A reaped child's channel forgotten before the master read it: what the
+/// child sent (more records than one batch takes, an empty record among
+/// them) is delivered, in order, before `None`, and the channel's end is
+/// not mistaken for an empty record.
+fn forget_child_delivers_what_it_held(ctx: &Ctx) {
+    const RECORDS: i32 = 100;
+    if ctx.role().is_some() {
+        let sink = child_sink::<SeqPacket>();
+        // SAFETY: fd 5 is the sink's socket, open for the sink's life,
+        // which outlasts this borrow.
+        let fd5 = unsafe { BorrowedFd::borrow_raw(5) };
+        for n in 0..RECORDS {
+            if n == RECORDS / 2 {
+                send_raw(fd5, &[]);
+            }
+            sink.notify(Status(2 + n)).unwrap_or_else(|e| fail(e));
+        }
+        std::process::exit(0);
+    }
+    let t = SeqPacket;
+    let mut source = t.open().expect("open");
+    let mut child = spawn(ctx, &t, &mut source, "reaped", 1);
+    let pid = child.pid();
+    child.expect_success("the child");
+    t.forget_child(&mut source, pid).expect("forget_child");
+    assert!(wait_readable(source.as_fd(), Instant::now()), "what was kept leaves the source readable");
+    let mut got = Vec::new();
+    while let Some(item) = source.try_recv().expect("read the source") {
+        got.push(item);
+    }
+    let mut want: Vec<Received> = (0..RECORDS)
+        .map(|n| Received::Update {
+            update: StatusUpdate { pid, generation: 1, status: Status(2 + n) },
+            sender: Sender::Channel(pid),
+        })
+        .collect();
+    want.insert(usize::try_from(RECORDS / 2).expect("fits"), Received::Malformed(Malformed::Short(0)));
+    assert_eq!(got, want);
+    assert_eq!(source.try_recv(), Ok(None), "nothing more arrives");
 }

@@ -1,15 +1,19 @@
 //! The few system facts the tasks need: a clock shared by processes,
 //! bounded waits, CPU pinning and priority, memory and descriptors from
-//! /proc, a process's children, and the machine's description.
+//! /proc, a process's children, this process's CPU time, a pidfd, and the
+//! machine's description.
 //!
 //! # Safety
 //!
-//! One unsafe call: `setpriority(2)` (see [`nice`]), which takes integers
-//! and touches no memory of ours.
-#![allow(unsafe_code)] // Safety: one setpriority(2) call, integers only.
+//! Two unsafe calls, neither of which touches memory of ours:
+//! `setpriority(2)` (see [`nice`]), which takes integers, and
+//! `pidfd_open(2)` (see [`pidfd_open`], which nix does not wrap), which
+//! takes integers and returns -1 or a new descriptor that nothing else
+//! owns.
+#![allow(unsafe_code)] // Safety: setpriority(2) and pidfd_open(2), integers only (see above).
 
 use std::io;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -60,6 +64,31 @@ pub(crate) fn nice(nice: i32) -> io::Result<()> {
     // and `who` name this very process.
     let rc = unsafe { nix::libc::setpriority(nix::libc::PRIO_PROCESS, 0, nice) };
     if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+/// Opens a pidfd for `pid`, a child not reaped yet (close-on-exec, as
+/// every pidfd is): it becomes readable when the child exits.
+pub(crate) fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and a flags word, touches no memory of
+    // ours, and returns -1 or a new descriptor.
+    let ret = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid, 0) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = RawFd::try_from(ret).map_err(|_| io::Error::other("pidfd out of range"))?;
+    // SAFETY: the kernel just returned `fd` as a new descriptor, owned by
+    // nobody else in this process.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The CPU time this process has used so far, user and system, in
+/// nanoseconds (`getrusage(RUSAGE_SELF)`: every thread of it, no child).
+pub(crate) fn cpu_ns() -> io::Result<u64> {
+    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)?;
+    let ns = |t: nix::sys::time::TimeVal| {
+        u64::try_from(t.tv_sec()).unwrap_or(0) * 1_000_000_000 + u64::try_from(t.tv_usec()).unwrap_or(0) * 1_000
+    };
+    Ok(ns(usage.user_time()) + ns(usage.system_time()))
 }
 
 /// The number of CPUs this process may run on.

@@ -46,8 +46,8 @@ pub fn fd_hygiene<T: Hostile + Default>(ctx: &Ctx) {
     let want_line = format!("fds={}", want.iter().map(ToString::to_string).collect::<Vec<_>>().join(","));
     assert_eq!(line, want_line, "the child's open descriptors (0-2, status, {LISTEN} listen, {aux} aux)");
     // An aux descriptor may be the very file the master polls when the
-    // transport says so (memfd's doorbell: children write it, the master
-    // waits on it); the status fd and the listen fds never.
+    // transport says so (a doorbell that children write and the master
+    // waits on, say); the status fd and the listen fds never.
     let mut shared_aux = Vec::new();
     for &fd in &want[3..] {
         match shares_open_file(kid.pid(), fd, source.as_fd()) {

@@ -3,9 +3,11 @@
 //! processes.
 //!
 //! Workloads (see [`subjects::Workload`]): notify cost (and, for the
-//! transports whose notify never waits, the same with the master stopped), wake latency,
-//! fan-in with 1, 4, 64 and 512 children (delivery verified), and death
-//! detection both ways. Every measurement is a master process of its own,
+//! transports whose notify never waits, the same with the master stopped),
+//! wake latency, fan-in with 1, 4, 64 and 512 children (delivery verified),
+//! death detection both ways, and a sparse service (1, 64 and 512 children,
+//! one of them sending an update every millisecond: the master's CPU time
+//! per update). Every measurement is a master process of its own,
 //! this binary re-executed with a hidden `--role master`, which spawns its
 //! children (`--role child`) through the standard environment, so a
 //! master's peak RSS is its own. Measurements are interleaved across
@@ -54,7 +56,7 @@ Prints one Markdown table per workload.
   --workload NAME    run only this workload (repeatable): notify_cost,
                      notify_stopped (transports whose notify never waits),
                      wake_latency, fan_in, death_master_to_child,
-                     death_child_to_master
+                     death_child_to_master, sparse
   --check-json PATH  check a JSON file written by --json: every transport
                      has a row for every workload, no errors, and nothing
                      lost, torn or duplicated where every update is promised
@@ -71,6 +73,10 @@ struct Sizes {
     /// ...but at least this many per child.
     fan_in_min: u64,
     death_samples: u64,
+    sparse_children: &'static [usize],
+    /// Updates the one active child of a sparse run sends, one a
+    /// millisecond.
+    sparse_updates: u64,
 }
 
 const FULL: Sizes = Sizes {
@@ -80,6 +86,8 @@ const FULL: Sizes = Sizes {
     fan_in_total: 100_000,
     fan_in_min: 100,
     death_samples: 50,
+    sparse_children: &[1, 64, 512],
+    sparse_updates: 2_000,
 };
 
 const QUICK: Sizes = Sizes {
@@ -89,15 +97,24 @@ const QUICK: Sizes = Sizes {
     fan_in_total: 10_000,
     fan_in_min: 20,
     death_samples: 10,
+    sparse_children: &[1, 512],
+    sparse_updates: 300,
 };
 
 impl Sizes {
     fn describe(&self) -> String {
         format!(
             "notify_cost and notify_stopped {} notifies; wake_latency {} samples; fan_in {} updates per run shared by the children \
-             (at least {} each); death {} samples each way. A notify_cost or fan_in run shorter than 50 ms is \
-             measured again with 10x, then 100x the updates",
-            self.notifies, self.wake_samples, self.fan_in_total, self.fan_in_min, self.death_samples
+             (at least {} each); death {} samples each way; sparse {} updates, one a millisecond, from one child \
+             of {:?}. A notify_cost or fan_in run shorter than 50 ms is measured again with 10x, then 100x the \
+             updates",
+            self.notifies,
+            self.wake_samples,
+            self.fan_in_total,
+            self.fan_in_min,
+            self.death_samples,
+            self.sparse_updates,
+            self.sparse_children,
         )
     }
 }
@@ -179,7 +196,12 @@ pub(crate) fn main(args: Vec<OsString>) -> ExitCode {
 }
 
 fn check(path: &Path) -> ExitCode {
-    crate::checked::check_json_file("bench", path, report::check_json, "every transport measured on every workload")
+    crate::checked::check_json_file(
+        "bench",
+        path,
+        report::check_json,
+        "every transport and floor measured on every workload",
+    )
 }
 
 /// A role process: a master measuring one thing, or one of its children.
@@ -237,6 +259,7 @@ fn plan(o: &Options, sizes: &Sizes, all: &[Subject]) -> Vec<Job> {
                 Workload::WakeLatency => (&[1], sizes.wake_samples),
                 Workload::FanIn => (sizes.fan_in_children, 0),
                 Workload::DeathMasterToChild | Workload::DeathChildToMaster => (&[1], sizes.death_samples),
+                Workload::Sparse => (sizes.sparse_children, sizes.sparse_updates),
             };
             for &n in children {
                 let count = if w == Workload::FanIn {

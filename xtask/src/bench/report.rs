@@ -30,6 +30,7 @@ pub(crate) const METRICS: &[&str] = &[
     "coalesced",
     "kill_p50_ns",
     "kill_p99_ns",
+    "cpu_ns_per_update",
 ];
 
 /// The metric a workload is compared on.
@@ -38,6 +39,7 @@ pub(crate) const fn main_metric(w: Workload) -> &'static str {
         Workload::NotifyCost | Workload::NotifyStopped => "ns_per_notify",
         Workload::WakeLatency | Workload::DeathMasterToChild | Workload::DeathChildToMaster => "p50_ns",
         Workload::FanIn => "updates_per_sec",
+        Workload::Sparse => "cpu_ns_per_update",
     }
 }
 
@@ -115,8 +117,9 @@ fn find<'a>(all: &'a [Runs], workload: Workload, subject: &str, children: usize)
 }
 
 /// The subject a row is compared with as its floor, if any: for a
-/// transport, the raw call of its mechanism; for a transport chosen through
-/// the facade (`any:NAME`) or read by a master on tokio (`NAME+tokio`), the
+/// transport, the raw call of its mechanism, or on a death workload the
+/// death floor of that direction; for a transport chosen through the
+/// facade (`any:NAME`) or read by a master on tokio (`NAME+tokio`), the
 /// concrete transport `NAME` with its poll(2) master, the best it can do.
 fn floor_for(subject: &Subject, workload: Workload) -> Option<&'static str> {
     if workload == Workload::NotifyStopped {
@@ -128,6 +131,8 @@ fn floor_for(subject: &Subject, workload: Workload) -> Option<&'static str> {
             let concrete = subject.name.strip_prefix(subjects::ANY_PREFIX);
             match concrete.or_else(|| subject.name.strip_suffix(subjects::TOKIO_SUFFIX)) {
                 Some(concrete) => Some(concrete),
+                None if workload == Workload::DeathMasterToChild => Some(subjects::CLOSE_HANGUP),
+                None if workload == Workload::DeathChildToMaster => Some(subjects::KILL_PIDFD),
                 None => Some(subjects::floor_of(subject.name)),
             }
         }
@@ -147,15 +152,37 @@ fn ratio_to_running(all: &[Runs], r: &Runs) -> Option<f64> {
     (running > 0.0).then(|| stopped / running)
 }
 
+/// `r`'s main metric over that of subject `to` with as many children.
 fn ratio(all: &[Runs], r: &Runs, to: Option<&str>) -> Option<f64> {
+    ratio_on(all, r, to, main_metric(r.workload), r.children)
+}
+
+/// `r`'s `metric` over that of subject `to` with `children` children.
+fn ratio_on(all: &[Runs], r: &Runs, to: Option<&str>, metric: &str, children: usize) -> Option<f64> {
     let to = to?;
-    if to == r.subject.name {
+    if to == r.subject.name && children == r.children {
         return None;
     }
-    let metric = main_metric(r.workload);
-    let other = find(all, r.workload, to, r.children)?.median(metric)?;
+    let other = find(all, r.workload, to, children)?.median(metric)?;
     let mine = r.median(metric)?;
     (other > 0.0).then(|| mine / other)
+}
+
+/// The SIGKILL half of `death_master_to_child` over its floor's.
+fn kill_ratio(all: &[Runs], r: &Runs) -> Option<f64> {
+    if r.workload != Workload::DeathMasterToChild {
+        return None;
+    }
+    ratio_on(all, r, floor_for(&r.subject, r.workload), "kill_p50_ns", r.children)
+}
+
+/// A sparse row's CPU per update over the same subject's with one child:
+/// what the idle children add to each wake-up.
+fn one_child_ratio(all: &[Runs], r: &Runs) -> Option<f64> {
+    if r.workload != Workload::Sparse {
+        return None;
+    }
+    ratio_on(all, r, Some(r.subject.name), main_metric(r.workload), 1)
 }
 
 /// A JSON number: an integer when the value is a whole number (counts,
@@ -196,6 +223,12 @@ pub(crate) fn to_json(info: &RunInfo, all: &[Runs]) -> Value {
             }
             if let Some(x) = ratio_to_running(all, r) {
                 row.insert("ratio_to_running".into(), json!(x));
+            }
+            if let Some(x) = kill_ratio(all, r) {
+                row.insert("kill_ratio_to_floor".into(), json!(x));
+            }
+            if let Some(x) = one_child_ratio(all, r) {
+                row.insert("ratio_to_one_child".into(), json!(x));
             }
             if let Some(e) = r.error() {
                 row.insert("error".into(), json!(e));
@@ -293,11 +326,18 @@ pub(crate) fn to_markdown(info: &RunInfo, all: &[Runs]) -> String {
             ),
             Workload::DeathMasterToChild => (
                 "death master → child (master closes its end, or is SIGKILLed; child's disconnect fd fires)",
-                "| subject | close p50 µs | min–max | close p99 µs | SIGKILL p50 µs | SIGKILL p99 µs | ÷ pipe |",
+                "| subject | close p50 µs | min–max | close p99 µs | SIGKILL p50 µs | SIGKILL p99 µs | ÷ floor | \
+                 SIGKILL ÷ floor | ÷ pipe |",
             ),
             Workload::DeathChildToMaster => (
-                "death child → master (child SIGKILLed; master learns it by SIGCHLD on a signalfd + waitpid)",
-                "| subject | p50 µs | min–max | p99 µs | ÷ pipe |",
+                "death child → master (child SIGKILLed; master learns it by SIGCHLD on a signalfd + waitpid, the \
+                 floor by its pidfd)",
+                "| subject | p50 µs | min–max | p99 µs | ÷ floor | ÷ pipe |",
+            ),
+            Workload::Sparse => (
+                "sparse (all children idle but one, which sends an update every ms; the master polls and drains)",
+                "| subject | children | master CPU ns/update | min–max | ÷ 1 child | wake p50 µs | wake p99 µs | \
+                 lost/torn/dup | ÷ pipe |",
             ),
         };
         let _ = writeln!(s, "### {} — {title}\n", w.name());
@@ -309,7 +349,7 @@ pub(crate) fn to_markdown(info: &RunInfo, all: &[Runs]) -> String {
             let fmt = |x: f64| {
                 if w == Workload::FanIn {
                     num(x)
-                } else if matches!(w, Workload::NotifyCost | Workload::NotifyStopped) {
+                } else if matches!(w, Workload::NotifyCost | Workload::NotifyStopped | Workload::Sparse) {
                     format!("{x:.0}")
                 } else {
                     us(x)
@@ -320,6 +360,7 @@ pub(crate) fn to_markdown(info: &RunInfo, all: &[Runs]) -> String {
             let to_floor = times(ratio(all, r, floor_for(&r.subject, w)));
             let to_pipe = times(ratio(all, r, Some("pipe")));
             let opt_us = |k: &str| r.median(k).map_or_else(|| "—".to_owned(), us);
+            let count = |k: &str| r.min_max(k).map_or_else(|| "—".to_owned(), |(_, hi)| format!("{hi:.0}"));
             let mut line = match w {
                 Workload::NotifyCost => format!("| {} | {med} | {range} | {to_floor} | {to_pipe} |", r.subject.name),
                 Workload::NotifyStopped => {
@@ -332,7 +373,6 @@ pub(crate) fn to_markdown(info: &RunInfo, all: &[Runs]) -> String {
                     opt_us("p999_ns")
                 ),
                 Workload::FanIn => {
-                    let count = |k: &str| r.min_max(k).map_or_else(|| "—".to_owned(), |(_, hi)| format!("{hi:.0}"));
                     format!(
                         "| {} | {} | {med} | {range} | {} | {}/{}/{} | {} | {to_floor} | {to_pipe} |",
                         r.subject.name,
@@ -345,15 +385,27 @@ pub(crate) fn to_markdown(info: &RunInfo, all: &[Runs]) -> String {
                     )
                 }
                 Workload::DeathMasterToChild => format!(
-                    "| {} | {med} | {range} | {} | {} | {} | {to_pipe} |",
+                    "| {} | {med} | {range} | {} | {} | {} | {to_floor} | {} | {to_pipe} |",
                     r.subject.name,
                     opt_us("p99_ns"),
                     opt_us("kill_p50_ns"),
-                    opt_us("kill_p99_ns")
+                    opt_us("kill_p99_ns"),
+                    times(kill_ratio(all, r)),
                 ),
                 Workload::DeathChildToMaster => {
-                    format!("| {} | {med} | {range} | {} | {to_pipe} |", r.subject.name, opt_us("p99_ns"))
+                    format!("| {} | {med} | {range} | {} | {to_floor} | {to_pipe} |", r.subject.name, opt_us("p99_ns"))
                 }
+                Workload::Sparse => format!(
+                    "| {} | {} | {med} | {range} | {} | {} | {} | {}/{}/{} | {to_pipe} |",
+                    r.subject.name,
+                    r.children,
+                    times(one_child_ratio(all, r)),
+                    opt_us("p50_ns"),
+                    opt_us("p99_ns"),
+                    count("lost"),
+                    count("torn"),
+                    count("duplicated"),
+                ),
             };
             if let Some(e) = r.error() {
                 let e = e.replace('|', "/").replace('\n', " ");
@@ -365,11 +417,13 @@ pub(crate) fn to_markdown(info: &RunInfo, all: &[Runs]) -> String {
     s
 }
 
-/// Checks a JSON document written by `--json`: the machine is stated, and
-/// every transport built here has a row for every workload it is measured
-/// on, without error, with its metrics, and with nothing lost, torn or
-/// duplicated in fan-in (for a latest-state transport: no child's final
-/// state missing, nothing torn, nothing stale). Returns what is wrong.
+/// Checks a JSON document written by `--json`: the machine is stated;
+/// every transport and every floor built here has a row for every workload
+/// it applies to, without error and with its metrics (a sparse run with
+/// one child and with more); nothing lost, torn or duplicated in fan-in
+/// (for a latest-state transport: no child's final state missing, nothing
+/// torn, nothing stale), nor in sparse by a transport that promises every
+/// update. Returns what is wrong.
 pub(crate) fn check_json(doc: &Value) -> Result<(), Vec<String>> {
     let mut problems = Vec::new();
     for field in ["cpu_model", "cores", "kernel"] {
@@ -393,12 +447,19 @@ pub(crate) fn check_json(doc: &Value) -> Result<(), Vec<String>> {
         }
         seen.entry((field("subject"), field("workload"))).or_default().push(row);
     }
-    for subject in subjects::all().iter().filter(|s| s.kind == Kind::Transport) {
+    for subject in subjects::all().iter().filter(|s| s.kind != Kind::Peer) {
         for &w in subject.workloads {
             let Some(found) = seen.get(&(subject.name.to_owned(), w.name().to_owned())) else {
                 problems.push(format!("no {} row for {}", w.name(), subject.name));
                 continue;
             };
+            if w == Workload::Sparse {
+                let children: Vec<u64> =
+                    found.iter().filter_map(|row| row.get("children").and_then(Value::as_u64)).collect();
+                if !children.contains(&1) || !children.iter().any(|&n| n > 1) {
+                    problems.push(format!("{} sparse: rows for {children:?} children, not 1 and more", subject.name));
+                }
+            }
             for row in found {
                 let children = row.get("children").and_then(Value::as_u64).unwrap_or(0);
                 let at = format!("{} {} (children {children})", subject.name, w.name());
@@ -411,6 +472,7 @@ pub(crate) fn check_json(doc: &Value) -> Result<(), Vec<String>> {
                     Workload::DeathMasterToChild => need.extend(["p99_ns", "kill_p50_ns", "kill_p99_ns"]),
                     Workload::DeathChildToMaster => need.push("p99_ns"),
                     Workload::FanIn => need.extend(["master_peak_rss_kib", "sent", "received", "lost"]),
+                    Workload::Sparse => need.extend(["p50_ns", "p99_ns", "sent", "received", "lost"]),
                     Workload::NotifyCost | Workload::NotifyStopped => {}
                 }
                 for metric in need {
@@ -420,7 +482,8 @@ pub(crate) fn check_json(doc: &Value) -> Result<(), Vec<String>> {
                         }
                     }
                 }
-                if w == Workload::FanIn {
+                let counted = w == Workload::FanIn || (w == Workload::Sparse && subject.every_update);
+                if counted {
                     for metric in ["lost", "torn", "duplicated"] {
                         let worst = row.get(&format!("{metric}_max")).and_then(Value::as_f64);
                         if worst != Some(0.0) {
@@ -438,22 +501,26 @@ pub(crate) fn check_json(doc: &Value) -> Result<(), Vec<String>> {
 mod tests {
     use super::*;
 
-    /// A document as a clean run of every transport would write it.
+    /// A document as a clean run of every transport and floor would write
+    /// it (a sparse run with 1 and 64 children).
     fn clean_doc() -> Value {
         let mut rows = Vec::new();
-        for s in subjects::all().iter().filter(|s| s.kind == Kind::Transport) {
+        for s in subjects::all().iter().filter(|s| s.kind != Kind::Peer) {
             for &w in s.workloads {
-                let mut row = Map::new();
-                row.insert("subject".into(), json!(s.name));
-                row.insert("workload".into(), json!(w.name()));
-                row.insert("children".into(), json!(1));
-                for m in METRICS {
-                    for key in [(*m).to_owned(), format!("{m}_min"), format!("{m}_max")] {
-                        let zero = ["lost", "torn", "duplicated"].iter().any(|z| key.starts_with(z));
-                        row.insert(key, json!(if zero { 0 } else { 7 }));
+                let children: &[u64] = if w == Workload::Sparse { &[1, 64] } else { &[1] };
+                for &n in children {
+                    let mut row = Map::new();
+                    row.insert("subject".into(), json!(s.name));
+                    row.insert("workload".into(), json!(w.name()));
+                    row.insert("children".into(), json!(n));
+                    for m in METRICS {
+                        for key in [(*m).to_owned(), format!("{m}_min"), format!("{m}_max")] {
+                            let zero = ["lost", "torn", "duplicated"].iter().any(|z| key.starts_with(z));
+                            row.insert(key, json!(if zero { 0 } else { 7 }));
+                        }
                     }
+                    rows.push(Value::Object(row));
                 }
-                rows.push(Value::Object(row));
             }
         }
         json!({ "machine": { "cpu_model": "x", "cores": 2, "kernel": "Linux 6" }, "rows": rows })
@@ -479,6 +546,69 @@ mod tests {
         rows.retain(|r| !(r["subject"] == "pipe" && r["workload"] == "wake_latency"));
         let problems = check_json(&doc).expect_err("a missing row is a problem");
         assert_eq!(problems, ["no wake_latency row for pipe"]);
+    }
+
+    #[test]
+    fn missing_death_floors_and_a_sparse_run_of_one_size_fail() {
+        let mut doc = clean_doc();
+        let rows = doc["rows"].as_array_mut().expect("rows");
+        rows.retain(|r| {
+            let name = r["subject"].as_str().unwrap_or("");
+            let one_size = r["subject"] == "pipe" && r["workload"] == "sparse" && r["children"] != 1;
+            name != subjects::KILL_PIDFD && name != subjects::CLOSE_HANGUP && !one_size
+        });
+        let problems = check_json(&doc).expect_err("missing floors are a problem");
+        assert_eq!(
+            problems,
+            [
+                "pipe sparse: rows for [1] children, not 1 and more",
+                "no death_master_to_child row for floor:close_hangup",
+                "no death_child_to_master row for floor:kill_pidfd",
+            ]
+        );
+    }
+
+    #[test]
+    fn lost_sparse_updates_fail() {
+        let mut doc = clean_doc();
+        for r in doc["rows"].as_array_mut().expect("rows") {
+            if r["subject"] == "pipe" && r["workload"] == "sparse" && r["children"] == 64 {
+                r["duplicated_max"] = json!(1);
+            }
+        }
+        let problems = check_json(&doc).expect_err("a duplicate is a problem");
+        assert_eq!(problems, ["pipe sparse (children 64): duplicated is Some(1.0), must be 0"]);
+    }
+
+    #[test]
+    fn ratios_name_the_death_floors_and_one_child() {
+        let subject = |name| subjects::find(name).unwrap_or_else(|| panic!("no subject {name}"));
+        let pipe = subject("pipe");
+        assert_eq!(floor_for(&pipe, Workload::DeathMasterToChild), Some(subjects::CLOSE_HANGUP));
+        assert_eq!(floor_for(&pipe, Workload::DeathChildToMaster), Some(subjects::KILL_PIDFD));
+        assert_eq!(floor_for(&pipe, Workload::NotifyCost), Some("floor:pipe_write"));
+        let runs = |subject, workload, children, metrics: &[(&str, f64)]| Runs {
+            workload,
+            subject,
+            children,
+            reps: vec![Ok(metrics.iter().map(|&(k, v)| (k.to_owned(), json!(v))).collect())],
+        };
+        let all = [
+            runs(pipe, Workload::DeathMasterToChild, 1, &[("p50_ns", 300.0), ("kill_p50_ns", 240.0)]),
+            runs(
+                subject(subjects::CLOSE_HANGUP),
+                Workload::DeathMasterToChild,
+                1,
+                &[("p50_ns", 200.0), ("kill_p50_ns", 200.0)],
+            ),
+            runs(pipe, Workload::Sparse, 1, &[("cpu_ns_per_update", 1000.0)]),
+            runs(pipe, Workload::Sparse, 512, &[("cpu_ns_per_update", 1500.0)]),
+        ];
+        assert_eq!(ratio(&all, &all[0], floor_for(&pipe, Workload::DeathMasterToChild)), Some(1.5));
+        assert_eq!(kill_ratio(&all, &all[0]), Some(1.2));
+        assert_eq!(kill_ratio(&all, &all[2]), None);
+        assert_eq!(one_child_ratio(&all, &all[3]), Some(1.5));
+        assert_eq!(one_child_ratio(&all, &all[2]), None);
     }
 
     #[test]

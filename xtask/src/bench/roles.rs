@@ -21,7 +21,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use serde_json::{Map, Value, json};
 
-use super::subjects::{Item, Master, Subject, Workload};
+use super::subjects::{Item, KILL_PIDFD, Master, Subject, Workload};
 use crate::stats::histogram;
 use crate::sys;
 
@@ -33,6 +33,9 @@ pub(crate) const WAIT: Duration = Duration::from_secs(60);
 /// the next update: long enough for the master to be asleep in poll(2).
 const SPACING: Duration = Duration::from_micros(200);
 
+/// How often the active child of a `sparse` run sends an update.
+const SPARSE_PERIOD: Duration = Duration::from_millis(1);
+
 /// What one role process is told.
 #[derive(Clone, Debug)]
 pub(crate) struct RoleArgs {
@@ -40,9 +43,10 @@ pub(crate) struct RoleArgs {
     pub(crate) workload: Workload,
     /// The subject measured.
     pub(crate) subject: Subject,
-    /// Children (fan-in), else 1.
+    /// Children (fan-in, sparse), else 1.
     pub(crate) children: usize,
-    /// Updates per child, or samples.
+    /// Updates per child (for a sparse child: 0 if it is an idle one), or
+    /// samples.
     pub(crate) count: u64,
     /// The CPU for children, if pinned.
     pub(crate) child_cpu: Option<usize>,
@@ -112,6 +116,28 @@ pub(crate) fn child_main(args: &RoleArgs) -> io::Result<()> {
             io::stdin().lock().read_to_end(&mut sink)?;
             for k in 0..args.count {
                 sender.send(fan_in_status(args.subject.every_update, k))?;
+            }
+        }
+        Workload::Sparse => {
+            // Ready, then the start signal (end of file on stdin) for the
+            // active child, the end of the run for an idle one (count 0).
+            out.write_all(b"r")?;
+            out.flush()?;
+            let mut sink = Vec::new();
+            io::stdin().lock().read_to_end(&mut sink)?;
+            let mut sent = Vec::with_capacity(usize::try_from(args.count).unwrap_or(0));
+            let start = Instant::now();
+            for k in 0..args.count {
+                // On a schedule, not a pause after each send: a slow send
+                // does not stretch the period.
+                let at = start + SPARSE_PERIOD * u32::try_from(k + 1).unwrap_or(u32::MAX);
+                std::thread::sleep(at.saturating_duration_since(Instant::now()));
+                sent.push(sys::mono_ns());
+                sender.send(status_of(k))?;
+            }
+            if args.count > 0 {
+                let line: Vec<String> = sent.iter().map(u64::to_string).collect();
+                writeln!(out, "{}", line.join(" "))?;
             }
         }
         Workload::DeathMasterToChild => {
@@ -208,6 +234,7 @@ pub(crate) fn master_main(args: &RoleArgs) -> io::Result<Map<String, Value>> {
         Workload::FanIn => fan_in(args),
         Workload::DeathMasterToChild => death_master_to_child(args),
         Workload::DeathChildToMaster => death_child_to_master(args),
+        Workload::Sparse => sparse(args),
     }
 }
 
@@ -532,6 +559,25 @@ impl Drop for Reaper {
     }
 }
 
+/// Waits until `children` children have each written one byte to the
+/// pipe `ready` reads, at most [`WAIT`].
+fn await_ready(ready: &OwnedFd, children: usize) -> io::Result<()> {
+    let deadline = Instant::now() + WAIT;
+    let (mut seen, mut buf) = (0, [0u8; 512]);
+    while seen < children {
+        if !sys::wait_readable(ready.as_fd(), deadline.saturating_duration_since(Instant::now()))? {
+            return Err(err(format!("waited {WAIT:?} for {children} children to be ready, {seen} are")));
+        }
+        match nix::unistd::read(ready, &mut buf) {
+            Ok(0) => return Err(err(format!("{} children exited before they were ready", children - seen))),
+            Ok(n) => seen += n,
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
 fn fan_in(args: &RoleArgs) -> io::Result<Map<String, Value>> {
     long_enough(args.count, |count| fan_in_round(args, count))
 }
@@ -557,19 +603,7 @@ fn fan_in_round(args: &RoleArgs, count: u64) -> io::Result<(Map<String, Value>, 
     drop(ready_write);
     // Every child has built its sender before any starts: a subject whose
     // set-up is slow is not measured while others already send.
-    let deadline = Instant::now() + WAIT;
-    let (mut ready, mut buf) = (0, [0u8; 512]);
-    while ready < args.children {
-        if !sys::wait_readable(ready_read.as_fd(), deadline.saturating_duration_since(Instant::now()))? {
-            return Err(err(format!("waited {WAIT:?} for {} children to be ready, {ready} are", args.children)));
-        }
-        match nix::unistd::read(&ready_read, &mut buf) {
-            Ok(0) => return Err(err(format!("{} children exited before they were ready", args.children - ready))),
-            Ok(n) => ready += n,
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
+    await_ready(&ready_read, args.children)?;
     let sent = args.count * u64::try_from(args.children).map_err(err)?;
     let go = Instant::now();
     drop::<OwnedFd>(go_write);
@@ -647,6 +681,112 @@ fn fan_in_round(args: &RoleArgs, count: u64) -> io::Result<(Map<String, Value>, 
         out.insert("coalesced".into(), json!(coalesced));
     }
     Ok((out, span))
+}
+
+/// How long the master of a sparse run may hear nothing before it looks
+/// whether the active child is done.
+const QUIET: Duration = Duration::from_millis(50);
+
+/// A sparse run: `args.children` children, all idle (they send nothing)
+/// but the first, which sends `args.count` updates, one every
+/// [`SPARSE_PERIOD`]. The master does what a real one does: it sleeps in
+/// poll(2) on the subject's descriptor and drains it when it fires.
+/// Metrics: the master's CPU time (user and system, `getrusage`) from the
+/// start signal to the last update, per update received; and each update's
+/// wake latency, from the active child's send to the master's return from
+/// poll (as in `wake_latency`).
+fn sparse(args: &RoleArgs) -> io::Result<Map<String, Value>> {
+    let mut master = (args.subject.open)()?;
+    let (go_read, go_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+    let (end_read, end_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+    let (ready_read, ready_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+    let mut children = Reaper(Vec::with_capacity(args.children));
+    // The active child: generation 1, started by `go`, its send times on
+    // a stdout of its own.
+    let mut active = spawn(master.as_mut(), args, 1, Stdio::from(go_read), Stdio::piped())?;
+    let active_pid = pid_of(&active)?;
+    let mut times = BufReader::new(active.stdout.take().ok_or_else(|| err("no stdout"))?);
+    children.0.push(active);
+    // The idle ones: they send nothing and exit at the end of the run.
+    let idle = RoleArgs { count: 0, ..args.clone() };
+    for i in 1..args.children {
+        let generation = u32::try_from(i + 1).map_err(err)?;
+        let stdin = Stdio::from(end_read.try_clone()?);
+        let stdout = Stdio::from(ready_write.try_clone()?);
+        children.0.push(spawn(master.as_mut(), &idle, generation, stdin, stdout)?);
+    }
+    drop(end_read);
+    drop(ready_write);
+    let mut byte = [0u8; 1];
+    times.read_exact(&mut byte).map_err(|e| err(format!("waiting for the active child to be ready: {e}")))?;
+    await_ready(&ready_read, args.children.saturating_sub(1))?;
+    let mut delivery = Delivery::default();
+    delivery.expect(active_pid, 1);
+    // When each accepted update was received.
+    let mut woke: Vec<u64> = Vec::with_capacity(usize::try_from(args.count).unwrap_or(0));
+    let deadline = Instant::now() + SPARSE_PERIOD * u32::try_from(args.count).unwrap_or(u32::MAX) + WAIT;
+    let cpu_before = sys::cpu_ns()?;
+    drop::<OwnedFd>(go_write);
+    loop {
+        let fired = master.wait(QUIET)?;
+        // Quiet: once the active child is done, one last drain ends it.
+        let done = !fired && children.0.first_mut().map(Child::try_wait).transpose()?.flatten().is_some();
+        if fired || done {
+            let now = sys::mono_ns();
+            let before = delivery.accepted;
+            master.drain(&mut |batch| batch.iter().for_each(|&item| delivery.take(item)))?;
+            let new = usize::try_from(delivery.accepted - before).map_err(err)?;
+            woke.extend(std::iter::repeat_n(now, new));
+        }
+        if done || args.subject.every_update && delivery.accepted >= args.count {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(err(format!("waited for {} updates, {} arrived", args.count, delivery.accepted)));
+        }
+    }
+    let cpu = sys::cpu_ns()?.saturating_sub(cpu_before);
+    let sent = read_line(&mut times, "its send times")?;
+    let sent: Vec<u64> = sent.split_whitespace().filter_map(|t| t.parse().ok()).collect();
+    if let Some(active) = children.0.first_mut() {
+        reap(active, "the active child")?;
+    }
+    drop::<OwnedFd>(end_write);
+    for child in &mut children.0 {
+        let pid = pid_of(child)?;
+        reap(child, "a sparse child")?;
+        master.reaped(pid);
+    }
+    let latencies = match_sends(&sent, &woke, args.subject.every_update);
+    let mut out = percentiles(&latencies)?;
+    #[allow(clippy::cast_precision_loss, reason = "a mean in ns: f64 precision is plenty")]
+    let per = cpu as f64 / delivery.received.max(1) as f64;
+    out.insert("cpu_ns_per_update".into(), json!(per));
+    out.insert("sent".into(), json!(args.count));
+    out.insert("received".into(), json!(delivery.received));
+    out.insert("lost".into(), json!(delivery.lost(args.count)));
+    if args.subject.carries_updates {
+        out.insert("torn".into(), json!(delivery.torn));
+        out.insert("duplicated".into(), json!(delivery.duplicated));
+    }
+    Ok(out)
+}
+
+/// The wake latency of each update received at the times `woke`, from the
+/// send times `sent`: the k-th update received is the k-th sent where
+/// every update arrives (`in_order`) and none was lost; else an update
+/// received is taken to be the last one sent before it was received (what
+/// a transport that keeps each child's latest state delivers).
+fn match_sends(sent: &[u64], woke: &[u64], in_order: bool) -> Vec<u64> {
+    if in_order && sent.len() == woke.len() {
+        return woke.iter().zip(sent).map(|(w, s)| w.saturating_sub(*s)).collect();
+    }
+    woke.iter()
+        .filter_map(|&w| {
+            let last = sent.partition_point(|&s| s <= w).checked_sub(1)?;
+            Some(w.saturating_sub(*sent.get(last)?))
+        })
+        .collect()
 }
 
 fn percentiles(samples: &[u64]) -> io::Result<Map<String, Value>> {
@@ -745,7 +885,8 @@ fn death_child_to_master(args: &RoleArgs) -> io::Result<Map<String, Value>> {
     // What a master with an event loop does: SIGCHLD through a signalfd,
     // then waitpid. This role process is single-threaded, so blocking the
     // signal here blocks it for the process; children start with an empty
-    // mask (std resets it before exec).
+    // mask (std resets it before exec). The floor, `floor:kill_pidfd`,
+    // learns it by the child's pidfd instead (see `kill_by_pidfd`).
     let mut mask = SigSet::empty();
     mask.add(Signal::SIGCHLD);
     mask.thread_block()?;
@@ -760,6 +901,12 @@ fn death_child_to_master(args: &RoleArgs) -> io::Result<Map<String, Value>> {
         let ready = read_line(&mut stdout, "saying it is ready")?;
         if ready != "ready" {
             return Err(err(format!("the child said {ready:?}, not ready")));
+        }
+        if args.subject.name == KILL_PIDFD {
+            samples.push(kill_by_pidfd(pid)?);
+            master.reaped(pid);
+            drop(child);
+            continue;
         }
         let killed = sys::mono_ns();
         kill(Pid::from_raw(pid), Signal::SIGKILL)?;
@@ -785,6 +932,23 @@ fn death_child_to_master(args: &RoleArgs) -> io::Result<Map<String, Value>> {
         drop(child);
     }
     percentiles(&samples)
+}
+
+/// The floor of `death_child_to_master` for one child `pid`, alive and
+/// not reaped: from `kill(2)` to the return of the poll(2) that sees its
+/// pidfd readable; then reaps it.
+fn kill_by_pidfd(pid: i32) -> io::Result<u64> {
+    let pidfd = sys::pidfd_open(pid)?;
+    let killed = sys::mono_ns();
+    kill(Pid::from_raw(pid), Signal::SIGKILL)?;
+    if !sys::wait_readable(pidfd.as_fd(), WAIT)? {
+        return Err(err(format!("waited {WAIT:?} for the pidfd of child {pid}")));
+    }
+    let learned = sys::mono_ns();
+    match waitpid(Pid::from_raw(pid), None)? {
+        WaitStatus::Signaled(_, Signal::SIGKILL, _) => Ok(learned.saturating_sub(killed)),
+        other => Err(err(format!("unexpected child status {other:?}"))),
+    }
 }
 
 #[cfg(test)]
@@ -854,6 +1018,18 @@ mod tests {
         d.expect(10, 1);
         d.take(update(10, 1, Status::AVAIL));
         assert_eq!((d.accepted, d.duplicated), (0, 1));
+    }
+
+    #[test]
+    fn sends_match_receipts_in_order_or_by_the_last_send_before() {
+        // Every update arrived: the k-th receipt is the k-th send, even
+        // one received after the next was sent.
+        assert_eq!(match_sends(&[100, 200, 300], &[150, 260, 340], true), [50, 60, 40]);
+        // One coalesced away: each receipt is the last send before it.
+        assert_eq!(match_sends(&[100, 200, 300], &[150, 340], false), [50, 40]);
+        assert_eq!(match_sends(&[100, 200, 300], &[150, 340], true), [50, 40]);
+        // A receipt before any send names none.
+        assert_eq!(match_sends(&[100], &[50, 120], false), [20]);
     }
 
     #[test]

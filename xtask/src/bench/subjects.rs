@@ -9,7 +9,10 @@
 //! to show what the run-time choice costs. A floor
 //! does the same job with bare system calls: one 12-byte `write(2)` to a
 //! pipe, one `send(2)` on a socketpair of each type, one eventfd write, or
-//! one bare system call (`getppid`) with no channel at all.
+//! one bare system call (`getppid`) with no channel at all. The death
+//! workloads have floors of their own: a pipe end closed by one process,
+//! seen as hang-up by the other (`floor:close_hangup`), and a child
+//! SIGKILLed, seen as its pidfd becoming readable (`floor:kill_pidfd`).
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -45,17 +48,21 @@ pub(crate) enum Workload {
     DeathMasterToChild,
     /// The child is SIGKILLed; the master learns it (SIGCHLD, waitpid).
     DeathChildToMaster,
+    /// Many children, all idle but one, which sends an update every
+    /// millisecond; the master's CPU time per update and wake latency.
+    Sparse,
 }
 
 impl Workload {
     /// Every workload, in the order they are reported.
-    pub(crate) const ALL: [Workload; 6] = [
+    pub(crate) const ALL: [Workload; 7] = [
         Workload::NotifyCost,
         Workload::NotifyStopped,
         Workload::WakeLatency,
         Workload::FanIn,
         Workload::DeathMasterToChild,
         Workload::DeathChildToMaster,
+        Workload::Sparse,
     ];
 
     /// The workload's fixed name.
@@ -67,6 +74,7 @@ impl Workload {
             Workload::FanIn => "fan_in",
             Workload::DeathMasterToChild => "death_master_to_child",
             Workload::DeathChildToMaster => "death_child_to_master",
+            Workload::Sparse => "sparse",
         }
     }
 
@@ -626,6 +634,85 @@ floors! {
     open_eventfd, sender_eventfd, Mechanism::Eventfd, CHANNEL_FLOOR;
 }
 
+/// The floor of `death_master_to_child`: the master's end of a pipe closed
+/// (or its process killed), seen as hang-up on the child's end.
+pub(crate) const CLOSE_HANGUP: &str = "floor:close_hangup";
+
+/// The floor of `death_child_to_master`: the child SIGKILLed, seen as its
+/// pidfd becoming readable in the master (which then reaps it).
+pub(crate) const KILL_PIDFD: &str = "floor:kill_pidfd";
+
+/// The master's end of a death floor: the write end of one pipe per child,
+/// whose read end is the child's fd 5; never written, only closed (when
+/// the master is dropped or its process dies).
+struct DeathFloorMaster {
+    name: &'static str,
+    ends: Vec<OwnedFd>,
+}
+
+impl Master for DeathFloorMaster {
+    fn wait(&mut self, timeout: Duration) -> io::Result<bool> {
+        // Nothing is ever pending: the whole timeout passes.
+        std::thread::sleep(timeout);
+        Ok(false)
+    }
+
+    fn drain(&mut self, _f: &mut dyn FnMut(&[Item])) -> io::Result<bool> {
+        Ok(false)
+    }
+
+    fn child(&mut self, _generation: u32) -> io::Result<ChildSetup> {
+        let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+        self.ends.push(write);
+        Ok(ChildSetup { end: Some(ChildEnd { transport: self.name, status: read, aux: Vec::new() }), env: Vec::new() })
+    }
+}
+
+/// The child's end of a death floor: its fd 5, the read end of the pipe,
+/// which reports hang-up once the master's end is closed.
+struct DeathFloorSender(OwnedFd);
+
+impl Sender for DeathFloorSender {
+    fn send(&mut self, _status: Status) -> io::Result<()> {
+        Err(io::Error::other("a death floor carries no updates"))
+    }
+
+    fn disconnect_fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.0.as_fd())
+    }
+}
+
+fn open_close_hangup() -> io::Result<Box<dyn Master>> {
+    Ok(Box::new(DeathFloorMaster { name: CLOSE_HANGUP, ends: Vec::new() }))
+}
+
+fn open_kill_pidfd() -> io::Result<Box<dyn Master>> {
+    Ok(Box::new(DeathFloorMaster { name: KILL_PIDFD, ends: Vec::new() }))
+}
+
+fn death_floor_sender() -> io::Result<Box<dyn Sender>> {
+    let mut env = ChildEnv::from_process().map_err(io::Error::other)?;
+    Ok(Box::new(DeathFloorSender(env.take_status().map_err(io::Error::other)?)))
+}
+
+/// The death floors, built alike: what differs is how the master learns
+/// of a death (see `roles`).
+fn death_floor_subjects() -> Vec<Subject> {
+    let floor = |name: &'static str, workloads: &'static [Workload], open| Subject {
+        name,
+        kind: Kind::Floor,
+        every_update: true,
+        carries_updates: false,
+        workloads,
+        open,
+        sender: death_floor_sender,
+    };
+    vec![
+        floor(CLOSE_HANGUP, &[Workload::DeathMasterToChild], open_close_hangup),
+        floor(KILL_PIDFD, &[Workload::DeathChildToMaster], open_kill_pidfd),
+    ]
+}
+
 /// The floor a transport subject is compared with: the raw call its
 /// mechanism makes per update, found from what a child end's fd 5 is (a
 /// pipe, a socket of some type, or shared memory, whose only system call is
@@ -662,6 +749,7 @@ fn mechanism_of(transport: AnyTransport) -> io::Result<Mechanism> {
 pub(crate) fn all() -> Vec<Subject> {
     let mut subjects: Vec<Subject> = master_proto_transports::with_transports!(transport_subjects);
     subjects.extend(floor_subjects());
+    subjects.extend(death_floor_subjects());
     #[cfg(feature = "peers")]
     subjects.extend(super::peers::subjects());
     subjects
