@@ -9,6 +9,7 @@ mod common;
 use std::process::Command;
 
 use common::{Client, Ctx, play_role, role, tcp_addr};
+use master_proto::Delivery;
 use master_proto::master::{Exit, Outcome};
 use master_proto_supervisor::{Event, Service, Supervisor};
 use master_proto_transports::AnyTransport;
@@ -28,10 +29,10 @@ fn the_tokio_driver_serves_reloads_and_shuts_down_beside_tokios_own_children() {
             .map(|t| {
                 let service =
                     Service::builder(t.name()).transport(t).listen_tcp(([127, 0, 0, 1], 0)).command(command(&ctx));
-                sup.add(service.build().unwrap()).unwrap()
+                (sup.add(service.build().unwrap()).unwrap(), t.caps().delivery == Delivery::LatestState)
             })
             .collect();
-        let addrs: Vec<_> = ids.iter().map(|&id| tcp_addr(&sup, id)).collect();
+        let addrs: Vec<_> = ids.iter().map(|&(id, _)| tcp_addr(&sup, id)).collect();
         let handle = sup.handle();
         let mut events = Vec::new();
 
@@ -81,10 +82,17 @@ fn the_tokio_driver_serves_reloads_and_shuts_down_beside_tokios_own_children() {
         drop(sup);
 
         let lines: Vec<String> = events.iter().map(ToString::to_string).collect();
-        for &id in &ids {
+        for &(id, latest_state) in &ids {
             let of = |f: &dyn Fn(&Event) -> bool| events.iter().filter(|e| e.service() == Some(id) && f(e)).count();
             assert_eq!(of(&|e| matches!(e, Event::Reloaded { .. })), 1, "{lines:#?}");
-            assert_eq!(of(&|e| matches!(e, Event::Status { outcome: Outcome::Taken, .. })), 2, "{lines:#?}");
+            let taken = of(&|e| matches!(e, Event::Status { outcome: Outcome::Taken, .. }));
+            if latest_state {
+                // A child's TAKEN may be overwritten by its AVAIL before
+                // the master looks.
+                assert!(taken <= 2, "{lines:#?}");
+            } else {
+                assert_eq!(taken, 2, "{lines:#?}");
+            }
             let spawned = of(&|e| matches!(e, Event::Spawned { .. }));
             assert_eq!(spawned, 2, "one child before the reload, one after: {lines:#?}");
             assert_eq!(of(&|e| matches!(e, Event::Reaped { exit: Exit::Code(0), .. })), spawned, "{lines:#?}");

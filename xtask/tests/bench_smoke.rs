@@ -25,9 +25,15 @@ fn quick_bench_runs_and_its_json_checks_out() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "bench --quick failed ({}):\n{stdout}\n{stderr}", out.status);
-    for workload in
-        ["notify_cost", "notify_stopped", "wake_latency", "fan_in", "death_master_to_child", "death_child_to_master", "sparse"]
-    {
+    for workload in [
+        "notify_cost",
+        "notify_stopped",
+        "wake_latency",
+        "fan_in",
+        "death_master_to_child",
+        "death_child_to_master",
+        "sparse",
+    ] {
         assert!(stdout.contains(&format!("### {workload}")), "no {workload} table in:\n{stdout}");
     }
     assert!(stdout.contains("release build"), "the run says it measured a release build:\n{stdout}");

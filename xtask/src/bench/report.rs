@@ -482,7 +482,8 @@ pub(crate) fn check_json(doc: &Value) -> Result<(), Vec<String>> {
                         }
                     }
                 }
-                let counted = w == Workload::FanIn || (w == Workload::Sparse && subject.every_update);
+                let counted = subject.kind == Kind::Transport
+                    && (w == Workload::FanIn || (w == Workload::Sparse && subject.every_update));
                 if counted {
                     for metric in ["lost", "torn", "duplicated"] {
                         let worst = row.get(&format!("{metric}_max")).and_then(Value::as_f64);

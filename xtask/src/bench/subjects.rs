@@ -349,12 +349,13 @@ fn every_update<T: Transport + Default>() -> bool {
 
 /// Every workload but [`Workload::NotifyStopped`], which would block the
 /// child of a subject whose notify waits for room.
-const ALL_BUT_STOPPED: [Workload; 5] = [
+const ALL_BUT_STOPPED: [Workload; 6] = [
     Workload::NotifyCost,
     Workload::WakeLatency,
     Workload::FanIn,
     Workload::DeathMasterToChild,
     Workload::DeathChildToMaster,
+    Workload::Sparse,
 ];
 
 /// The workloads a transport is measured on: all of them where its
