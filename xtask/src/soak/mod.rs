@@ -79,9 +79,12 @@ phase breaks one of its rules.
   --phase NAME       run only this phase (repeatable): volume, churn,
                      master_death, flood
   --check-json PATH  check a JSON file written by --json: every transport
-                     has a row for every phase, no errors or problems,
-                     nothing lost, torn or duplicated, no wedge, no orphan
-                     or zombie left, no descriptor left open
+                     has a row for every phase, with the delivery it
+                     declares; no errors or problems, nothing lost, torn
+                     or duplicated (of a latest-state transport: each
+                     child's states in order and its last one arrived;
+                     elsewhere none coalesced), no wedge, no orphan or
+                     zombie left, no descriptor left open
 ";
 
 /// One phase of the soak. The names are the `phase` field of the JSON
