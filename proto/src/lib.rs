@@ -33,7 +33,9 @@
 //! 1. Every update a live child sends reaches the master whole: never torn,
 //!    never merged, never duplicated; in per-child order, or coalesced to each
 //!    child's latest state where the transport declares
-//!    [`Delivery::LatestState`]. *(`round_trip`, `whole_updates_in_order`)*
+//!    [`Delivery::LatestState`], and then its source counts what it
+//!    overwrote ([`StatusSource::overwritten`]). *(`round_trip`,
+//!    `whole_updates_in_order`)*
 //! 2. Hundreds of children can share one service's channel at full speed.
 //!    *(`fan_in_at_scale`)*
 //! 3. Back-pressure is what the transport declares ([`BackPressure`]);

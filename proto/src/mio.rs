@@ -108,6 +108,10 @@ impl<S: StatusSource> StatusSource for MioSource<S> {
     fn drain(&mut self, f: impl FnMut(Received)) -> Result<usize, RecvError> {
         self.source.drain(f)
     }
+
+    fn overwritten(&self) -> Option<u64> {
+        self.source.overwritten()
+    }
 }
 
 impl<S: StatusSource> Source for MioSource<S> {

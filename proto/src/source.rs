@@ -124,6 +124,21 @@ pub trait StatusSource: AsFd {
         }
         Ok(n)
     }
+
+    /// How many states this source has dropped so far because a newer
+    /// state of the same child replaced them before the master read them
+    /// ([`Delivery::LatestState`](crate::Delivery)); `None` for a source
+    /// that delivers every update.
+    ///
+    /// The states skipped just before an item are counted when that item
+    /// is handed out, so the difference across one
+    /// [`try_recv`](Self::try_recv) that returns an update is how many of
+    /// that child's states came between it and the child's update before:
+    /// with it a master can tell which of the child's states each update
+    /// is.
+    fn overwritten(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Why a [`StatusSource`] could not be read.

@@ -83,7 +83,8 @@ pub struct Counters {
     /// Looks at a slot: the master's work, which grows with the changes,
     /// not with the number of slots.
     pub looks: u64,
-    /// States published and overwritten before the master saw them.
+    /// States published and overwritten before the master saw them,
+    /// counted as the state that replaced them is handed out.
     pub overwritten: u64,
     /// Doorbell events taken from the children (each one ring of a child's
     /// own doorbell, or several rings seen as one).
@@ -121,8 +122,9 @@ pub struct ScoreboardSource {
     /// the epoll is worth a look.
     asleep: usize,
     /// Items of a pass not yet handed out by `try_recv`, and what forgotten
-    /// slots left.
-    pending: VecDeque<Received>,
+    /// slots left, each with the states of its child that it overwrote
+    /// (counted when it is handed out).
+    pending: VecDeque<(Received, u64)>,
     /// The master rang its own doorbell since it last emptied the epoll:
     /// that event may still be on the epoll's ready list, keeping the
     /// descriptor readable for a level-triggered wait. (Its edge may be
@@ -288,10 +290,9 @@ impl ScoreboardSource {
             }
             match slot.reader.look(slot.mapping.words64()) {
                 Look::Changed(update, skipped) => {
-                    self.counters.overwritten = self.counters.overwritten.saturating_add(skipped);
-                    self.pending.push_back(Received::Update { update, sender: Sender::Channel(pid) });
+                    self.pending.push_back((Received::Update { update, sender: Sender::Channel(pid) }, skipped));
                 }
-                Look::Corrupt(m) => self.pending.push_back(Received::Malformed(m)),
+                Look::Corrupt(m) => self.pending.push_back((Received::Malformed(m), 0)),
                 Look::Unchanged => {}
             }
             // Closing the master's copy below takes it out of the epoll too,
@@ -363,8 +364,9 @@ impl ScoreboardSource {
     /// when the master's own ring is all there is, so that it does not keep
     /// the descriptor readable for nothing), looks once at every watched
     /// slot, handing each new state to `f`, and puts the slots that went
-    /// idle to sleep. How many items.
-    fn pass(&mut self, f: &mut impl FnMut(Received)) -> Result<u32, RecvError> {
+    /// idle to sleep. How many items. `f` gets each with the states of its
+    /// child it overwrote.
+    fn pass(&mut self, f: &mut impl FnMut(Received, u64)) -> Result<u32, RecvError> {
         if self.asleep > 0 || (self.rang && self.watched.is_empty()) {
             self.harvest()?;
         }
@@ -380,14 +382,13 @@ impl ScoreboardSource {
             match slot.reader.look(slot.mapping.words64()) {
                 Look::Unchanged => slot.idle = slot.idle.saturating_add(1),
                 Look::Changed(update, skipped) => {
-                    self.counters.overwritten = self.counters.overwritten.saturating_add(skipped);
                     slot.idle = 0;
-                    f(Received::Update { update, sender: Sender::Channel(pid) });
+                    f(Received::Update { update, sender: Sender::Channel(pid) }, skipped);
                     n += 1;
                 }
                 Look::Corrupt(m) => {
                     slot.idle = 0;
-                    f(Received::Malformed(m));
+                    f(Received::Malformed(m), 0);
                     n += 1;
                 }
             }
@@ -406,7 +407,7 @@ impl ScoreboardSource {
     /// that published before the barrier is seen now, one that publishes
     /// after it sees the odd epoch and rings). A slot found changed is
     /// watched again. How many items.
-    fn settle(&mut self, f: &mut impl FnMut(Received)) -> Result<u32, RecvError> {
+    fn settle(&mut self, f: &mut impl FnMut(Received, u64)) -> Result<u32, RecvError> {
         if self.sleepy.is_empty() {
             return Ok(0);
         }
@@ -439,15 +440,12 @@ impl ScoreboardSource {
             let Some(slot) = self.slots[at].as_mut() else { continue };
             let pid = slot.pid.unwrap_or(0);
             self.counters.looks += 1;
-            let item = match slot.reader.look(slot.mapping.words64()) {
+            let (item, skipped) = match slot.reader.look(slot.mapping.words64()) {
                 Look::Unchanged => continue,
-                Look::Changed(update, skipped) => {
-                    self.counters.overwritten = self.counters.overwritten.saturating_add(skipped);
-                    Received::Update { update, sender: Sender::Channel(pid) }
-                }
-                Look::Corrupt(m) => Received::Malformed(m),
+                Look::Changed(update, skipped) => (Received::Update { update, sender: Sender::Channel(pid) }, skipped),
+                Look::Corrupt(m) => (Received::Malformed(m), 0),
             };
-            f(item);
+            f(item, skipped);
             n += 1;
             self.wake(at);
         }
@@ -485,11 +483,14 @@ impl StatusSource for ScoreboardSource {
     fn try_recv(&mut self) -> Result<Option<Received>, RecvError> {
         if self.pending.is_empty() {
             let mut pending = std::mem::take(&mut self.pending);
-            let passed = self.pass(&mut |item| pending.push_back(item));
+            let passed = self.pass(&mut |item, skipped| pending.push_back((item, skipped)));
             self.pending = pending;
             passed?;
         }
-        let next = self.pending.pop_front();
+        let next = self.pending.pop_front().map(|(item, skipped)| {
+            self.counters.overwritten = self.counters.overwritten.saturating_add(skipped);
+            item
+        });
         self.leave_edge(next.is_none(), false)?;
         Ok(next)
     }
@@ -502,12 +503,19 @@ impl StatusSource for ScoreboardSource {
     /// descriptor then fires again at once for what is left.
     fn drain(&mut self, mut f: impl FnMut(Received)) -> Result<usize, RecvError> {
         let mut n = self.pending.len();
-        for item in self.pending.drain(..) {
+        for (item, skipped) in self.pending.drain(..) {
+            self.counters.overwritten = self.counters.overwritten.saturating_add(skipped);
             f(item);
         }
         let mut cut_short = true;
         for _ in 0..PASSES {
-            let got = self.pass(&mut f)?;
+            let mut overwritten = 0u64;
+            let passed = self.pass(&mut |item, skipped| {
+                overwritten = overwritten.saturating_add(skipped);
+                f(item);
+            });
+            self.counters.overwritten = self.counters.overwritten.saturating_add(overwritten);
+            let got = passed?;
             n += got as usize;
             if got == 0 {
                 cut_short = false;
@@ -516,6 +524,12 @@ impl StatusSource for ScoreboardSource {
         }
         self.leave_edge(true, cut_short)?;
         Ok(n)
+    }
+
+    /// [`Counters::overwritten`]: the states of each child skipped before
+    /// an item are counted as that item is handed out.
+    fn overwritten(&self) -> Option<u64> {
+        Some(self.counters.overwritten)
     }
 }
 

@@ -375,6 +375,13 @@ macro_rules! any {
                     $(AnySource::$variant(s) => s.drain(f),)+
                 }
             }
+
+            #[inline]
+            fn overwritten(&self) -> Option<u64> {
+                match self {
+                    $(AnySource::$variant(s) => s.overwritten(),)+
+                }
+            }
         }
 
         impl StatusSink for AnySink {

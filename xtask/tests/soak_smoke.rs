@@ -2,7 +2,9 @@
 //! phase on every transport in real processes (as a release build), and
 //! its JSON passes `--check-json`. No figure is asserted beyond the rules:
 //! every transport has a row for every phase, nothing lost, torn or
-//! duplicated, no wedge, no orphan or zombie left, no descriptor left open.
+//! duplicated (of a latest-state transport: each child's states in order
+//! and its last one arrived), none coalesced where every update is
+//! delivered, no wedge, no orphan or zombie left, no descriptor left open.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -41,21 +43,25 @@ fn quick_soak_runs_and_its_json_checks_out() {
     let doc: Value = serde_json::from_slice(&std::fs::read(&json).expect("read the JSON")).expect("parse the JSON");
     assert_eq!(doc["driver"]["children_left"], 0, "the driver has no child left");
     let rows = doc["rows"].as_array().expect("rows");
-    // The transports that deliver every update (the soak's checks are per
-    // update; a latest-state one is left out, saying so).
-    let soaked: Vec<&str> = master_proto_transports::AnyTransport::all()
-        .filter(|t| t.caps().delivery == master_proto::Delivery::EveryUpdate)
-        .map(|t| t.name())
-        .collect();
+    // Every transport in the facade's list, each with the rules of the
+    // delivery it declares.
+    let soaked: Vec<master_proto_transports::AnyTransport> = master_proto_transports::AnyTransport::all().collect();
     assert!(soaked.len() > 1, "transports to soak: {soaked:?}");
-    for transport in &soaked {
+    for t in &soaked {
+        let transport = t.name();
+        let every = t.caps().delivery == master_proto::Delivery::EveryUpdate;
         for phase in PHASES {
             let row = rows
                 .iter()
-                .find(|r| r["transport"] == *transport && r["phase"] == phase)
+                .find(|r| r["transport"] == transport && r["phase"] == phase)
                 .unwrap_or_else(|| panic!("no {phase} row for {transport}"));
             let at = format!("{transport} {phase}");
             assert!(row.get("error").is_none(), "{at}: {}", row["error"]);
+            let delivery = if every { "every_update" } else { "latest_state" };
+            assert_eq!(row["delivery"], delivery, "{at}");
+            if every && let Some(c) = row.get("coalesced") {
+                assert_eq!(c.as_f64(), Some(0.0), "{at}: every update is delivered, none coalesced");
+            }
             assert_eq!(row["problems"], serde_json::json!([]), "{at}");
             for zero in ["lost", "torn", "duplicated", "orphans_left", "orphans_failed", "zombies", "driver_orphans"] {
                 if let Some(v) = row.get(zero) {

@@ -75,8 +75,9 @@ pub fn round_trip<T: Hostile + Default>(ctx: &Ctx) {
 
 /// Case 2. 64 children send 10,000 updates each at full speed, then TAKEN;
 /// every update arrives whole, once, in per-child order (for
-/// [`Delivery::LatestState`]: never stale, and each child's final state
-/// exact); the master's table ends with every child TAKEN.
+/// [`Delivery::LatestState`]: never stale, each child's final state
+/// exact, and the states the source says it overwrote are exactly those
+/// that did not arrive); the master's table ends with every child TAKEN.
 pub fn whole_updates_in_order<T: Hostile + Default>(ctx: &Ctx) {
     if let Some(role) = ctx.role() {
         updater_role::<T>(ctx, &role);
@@ -122,7 +123,9 @@ pub(crate) fn whole_updates<T: Hostile + Default>(ctx: &Ctx, children: usize, pe
     let role = if storm.is_some() { "updater-storm" } else { "updater" };
     let mut kids: Vec<Kid> = Vec::with_capacity(children);
     let mut heard: HashSet<i32> = HashSet::new();
+    let mut delivered = 0u64;
     let mut take = |item: Received, master: &mut Master, tracker: &mut Tracker| {
+        delivered += 1;
         let update = update_of(item, "whole updates");
         tracker.take(&update).unwrap_or_else(|e| panic!("{e}"));
         master.receive(&item);
@@ -165,6 +168,22 @@ pub(crate) fn whole_updates<T: Hostile + Default>(ctx: &Ctx, children: usize, pe
             panic!("child {pid} ended with {status} before its updates arrived");
         }
         bound.wait(&source, || format!("{total} updates from {children} children ({})", tracker.incomplete()));
+    }
+    // Every state a child published either arrived or was overwritten by
+    // a newer one that did, and the source says how many were overwritten.
+    let published = u64::try_from(total).expect("fits");
+    match caps.delivery {
+        Delivery::EveryUpdate => assert!(
+            source.overwritten().is_none_or(|n| n == 0),
+            "a source that delivers every update overwrote {:?}",
+            source.overwritten()
+        ),
+        Delivery::LatestState => assert_eq!(
+            source.overwritten().map(|n| n + delivered),
+            Some(published),
+            "overwritten ({:?}) + delivered ({delivered}) = published",
+            source.overwritten()
+        ),
     }
     // Every child's last word was TAKEN.
     assert_eq!(master.available(), 0, "every child said TAKEN last");

@@ -16,6 +16,13 @@
 //! - every survivor update arrives (lost, torn and duplicated 0); a victim
 //!   update still in the channel when its victim is reaped is *late*: the
 //!   master ignores it as Postfix does, and it is counted, not a fault.
+//!
+//! Of a transport that keeps each child's latest state the master sees
+//! fewer updates, and the book's table follows the ones that arrive (see
+//! [`super::service::Book`]); every child's states arrive in its order
+//! (a victim's last, delivered at `forget_child` after its reap, is late
+//! and in order too), and each survivor's last state arrives (lost 0); the
+//! survivors' states skipped are counted (`coalesced`).
 
 use std::collections::HashMap;
 use std::io;
@@ -110,7 +117,7 @@ pub(super) fn master(name: &str, kills: u64, victims: usize, survivors: usize, s
             let (_, died) = svc.wait(timeout, true)?;
             let mut first = Vec::new();
             svc.drain(|e| match e {
-                Event::Applied { pid, kind: Kind::Survivor, .. } => {
+                Event::Arrived { pid, kind: Kind::Survivor, .. } => {
                     if let Some(s) = alive.get_mut(&pid) {
                         let now = Instant::now();
                         if let Some(last) = s.last {
@@ -119,12 +126,14 @@ pub(super) fn master(name: &str, kills: u64, victims: usize, survivors: usize, s
                         s.last = Some(now);
                     }
                 }
-                Event::Applied { pid, kind: Kind::Victim, index: 0 } => first.push(pid),
+                Event::Arrived { pid, kind: Kind::Victim, .. } => first.push(pid),
                 _ => {}
             })?;
             let now = Instant::now();
             for pid in first {
-                if let Some(v) = pool.get_mut(&pid) {
+                if let Some(v) = pool.get_mut(&pid)
+                    && v.kill_at.is_none()
+                {
                     v.kill_at = Some(now + rng.below(KILL_SPREAD));
                 }
             }
@@ -170,26 +179,30 @@ pub(super) fn master(name: &str, kills: u64, victims: usize, survivors: usize, s
         let churn_span = start.elapsed();
 
         // Stop the survivors; each says how many it sent, and every one of
-        // those must arrive.
+        // those must arrive (of a latest-state transport: the last).
         drop::<OwnedFd>(stop_write);
         let (mut sent, mut max_gap) = (0u64, Duration::ZERO);
-        let mut survivor_applied = 0u64;
+        let (mut survivor_reached, mut survivor_arrived) = (0u64, 0u64);
         for (pid, s) in alive {
             let deadline = Instant::now() + WAIT;
             let out = svc.read_output(&s.stdout, deadline)?;
             let count: u64 = out.trim().parse().map_err(|_| io::Error::other(format!("survivor said {out:?}")))?;
             sent += count;
-            if !svc.await_applied(pid, count, deadline)? {
-                report.problem(format!("survivor {pid} sent {count}, {:?} arrived", svc.book.applied(pid)));
+            if !svc.await_reached(pid, count, deadline)? {
+                report.problem(format!(
+                    "survivor {pid} sent {count}; {:?} of them arrived, or were skipped before one that did",
+                    svc.book.reached(pid)
+                ));
             }
-            survivor_applied += svc.book.applied(pid).unwrap_or(0).min(count);
+            survivor_reached += svc.book.reached(pid).unwrap_or(0).min(count);
+            survivor_arrived += svc.book.arrived(pid).unwrap_or(0);
             max_gap = max_gap.max(s.max_gap);
             let exit = svc.reap_by(pid, deadline)?;
             if !exit.is_normal() {
                 report.problem(format!("survivor {pid} ended with {exit}"));
             }
         }
-        let lost = sent.saturating_sub(survivor_applied);
+        let lost = sent.saturating_sub(survivor_reached);
         if lost > 0 {
             report.problem(format!("{lost} of the survivors' {sent} updates were lost"));
         }
@@ -203,7 +216,8 @@ pub(super) fn master(name: &str, kills: u64, victims: usize, survivors: usize, s
         report.set("victims_at_once", json!(victims));
         report.set("survivors", json!(survivors));
         report.set("sent", json!(sent));
-        report.set("received", json!(survivor_applied));
+        report.set("received", json!(survivor_arrived));
+        report.set("survivors_coalesced", json!(survivor_reached.saturating_sub(survivor_arrived)));
         report.set("lost", json!(lost));
         report.set("wedges", json!(wedges));
         report.set("max_gap_ms", json!(max_gap.as_secs_f64() * 1e3));

@@ -67,7 +67,7 @@ pub(super) fn victim(name: &str, children: usize) -> io::Result<()> {
     while Instant::now() < deadline {
         svc.wait(deadline.saturating_duration_since(Instant::now()), false)?;
         svc.drain(|e| {
-            if let Event::Applied { pid, .. } = e {
+            if let Event::Arrived { pid, .. } = e {
                 waiting.remove(&pid);
             }
         })?;

@@ -12,10 +12,17 @@
 //! with them. Each honest child sends `count` updates, one
 //! every `pace`, taking CLOCK_MONOTONIC right before each notify; it
 //! reports those times on stdout when done. The master takes the clock when
-//! it reads each honest update: every transport delivers in per-child
-//! order, so a child's k-th update received is its k-th sent, and the
-//! difference is that update's delivery latency (time blocked in notify
-//! included). An honest update later than [`DELAY_BOUND`] is *delayed*.
+//! it reads each honest update, and the book says which of the child's
+//! updates it is (on a transport that delivers every update, the k-th
+//! received is the k-th sent; on one that keeps each child's latest
+//! state, the transport says how many it skipped, see
+//! [`super::service::Book`]): the difference is that update's delivery
+//! latency (time blocked in notify included). An honest update later than
+//! [`DELAY_BOUND`] is *delayed*. Nothing may be lost: every honest update
+//! arrives, in order; of a latest-state transport, the honest updates
+//! that arrive are in order and each child's last arrives, and those it
+//! skipped are counted (`coalesced`; at one update every few
+//! milliseconds, few are).
 //! The driver puts the two runs side by side and holds them to the
 //! latency rules (see [`super::report::flood_row`]).
 //!
@@ -90,7 +97,7 @@ pub(super) fn master(name: &str, honest: usize, count: u64, pace: Duration, vari
             let mut child = svc.spawn(args, Kind::Flooder, Stdio::from(stop_read), Stdio::piped())?;
             let stdout = OwnedFd::from(child.stdout.take().ok_or_else(|| io::Error::other("no stdout"))?);
             let pid = i32::try_from(child.id()).map_err(io::Error::other)?;
-            if !svc.await_applied(pid, 1, Instant::now() + WAIT)? {
+            if !svc.await_reached(pid, 1, Instant::now() + WAIT)? {
                 return Err(io::Error::other("the flooder sent nothing"));
             }
             flooder = Some((pid, stdout, stop_write, Instant::now()));
@@ -105,9 +112,9 @@ pub(super) fn master(name: &str, honest: usize, count: u64, pace: Duration, vari
             nice: 0,
         };
         let mut children = Vec::with_capacity(honest);
-        // Each honest update's arrival: when, and how many flood updates
-        // the master had read by then.
-        let mut arrivals: HashMap<i32, Vec<(u64, u64)>> = HashMap::new();
+        // Each honest update's arrival: when, how many flood updates the
+        // master had read by then, and which of its child's updates it is.
+        let mut arrivals: HashMap<i32, Vec<(u64, u64, u64)>> = HashMap::new();
         for _ in 0..honest {
             let mut child = svc.spawn(args, Kind::Honest, Stdio::from(go_read.try_clone()?), Stdio::piped())?;
             let stdout = OwnedFd::from(child.stdout.take().ok_or_else(|| io::Error::other("no stdout"))?);
@@ -119,13 +126,13 @@ pub(super) fn master(name: &str, honest: usize, count: u64, pace: Duration, vari
         let sched_start = sys::sched()?;
         let honest_start = Instant::now();
         drop((go_read, go_write));
-        // Every honest update, stamped as it is read.
-        let total = count * u64::try_from(honest).map_err(io::Error::other)?;
-        let (mut arrived, mut flood_read) = (0u64, 0u64);
+        // Every honest update, stamped as it is read, until each child's
+        // last has arrived.
+        let (mut arrived, mut flood_read, mut complete) = (0u64, 0u64, 0usize);
         let deadline = Instant::now() + WAIT + pace * u32::try_from(count).unwrap_or(u32::MAX);
         let honest_pids: Vec<i32> = children.iter().map(|(pid, _)| *pid).collect();
         let mut deadline = deadline;
-        while arrived < total && Instant::now() < deadline {
+        while complete < honest && Instant::now() < deadline {
             let (_, died) = svc.wait(deadline.saturating_duration_since(Instant::now()), true)?;
             if died {
                 svc.clear_signals()?;
@@ -137,13 +144,16 @@ pub(super) fn master(name: &str, honest: usize, count: u64, pace: Duration, vari
                 }
             }
             svc.drain(|e| match e {
-                Event::Applied { pid, kind: Kind::Honest, .. } => {
+                Event::Arrived { pid, kind: Kind::Honest, index } => {
                     if let Some(a) = arrivals.get_mut(&pid) {
-                        a.push((sys::mono_ns(), flood_read));
+                        a.push((sys::mono_ns(), flood_read, index));
                         arrived += 1;
+                        if index + 1 == count {
+                            complete += 1;
+                        }
                     }
                 }
-                Event::Applied { kind: Kind::Flooder, .. } => flood_read += 1,
+                Event::Arrived { kind: Kind::Flooder, .. } => flood_read += 1,
                 _ => {}
             })?;
         }
@@ -158,10 +168,10 @@ pub(super) fn master(name: &str, honest: usize, count: u64, pace: Duration, vari
         report.set("master_runq_wait_ms", json!(ms(sched.waiting_ns - sched_start.waiting_ns)));
         report.set("master_sleeps", json!(sched.voluntary - sched_start.voluntary));
         report.set("master_preempted", json!(sched.involuntary - sched_start.involuntary));
-        let mut latencies = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+        let mut latencies = Vec::with_capacity(usize::try_from(arrived).unwrap_or(0));
         // (latency, send time, flood read by its arrival) of the worst.
         let mut worst = (0u64, 0u64, 0u64);
-        let mut sent = 0u64;
+        let (mut sent, mut reached) = (0u64, 0u64);
         for (pid, stdout) in children {
             let out = svc.read_output(&stdout, Instant::now() + WAIT)?;
             let mut lines = out.lines();
@@ -173,8 +183,10 @@ pub(super) fn master(name: &str, honest: usize, count: u64, pace: Duration, vari
                     .problem(format!("honest child {pid} reported {n} updates and {} times, not {count}", times.len()));
             }
             sent += n;
+            reached += svc.book.reached(pid).unwrap_or(0).min(n);
             let got = arrivals.get(&pid).map_or(&[][..], Vec::as_slice);
-            for (&(at, flood), &t) in got.iter().zip(&times) {
+            for &(at, flood, index) in got {
+                let Some(&t) = usize::try_from(index).ok().and_then(|i| times.get(i)) else { continue };
                 let latency = at.saturating_sub(t);
                 latencies.push(latency);
                 if latency > worst.0 {
@@ -192,8 +204,11 @@ pub(super) fn master(name: &str, honest: usize, count: u64, pace: Duration, vari
             let deadline = Instant::now() + WAIT;
             let out = svc.read_output(&stdout, deadline)?;
             let n: u64 = out.trim().parse().map_err(|_| io::Error::other(format!("the flooder said {out:?}")))?;
-            if !svc.await_applied(pid, n, deadline)? {
-                report.problem(format!("the flooder sent {n}, {:?} arrived", svc.book.applied(pid)));
+            if !svc.await_reached(pid, n, deadline)? {
+                report.problem(format!(
+                    "the flooder sent {n}; {:?} of them arrived, or were skipped before one that did",
+                    svc.book.reached(pid)
+                ));
             }
             let exit = svc.reap_by(pid, deadline)?;
             if !exit.is_normal() {
@@ -209,9 +224,12 @@ pub(super) fn master(name: &str, honest: usize, count: u64, pace: Duration, vari
         // that update was sent and the update's own arrival (to within one
         // honest interval). Many means the master ran but read the flood
         // instead; none means the master did not run.
-        let before = arrivals.values().flatten().filter(|(at, _)| *at <= worst.1).map(|&(_, f)| f).max().unwrap_or(0);
+        let before =
+            arrivals.values().flatten().filter(|(at, ..)| *at <= worst.1).map(|&(_, f, _)| f).max().unwrap_or(0);
         report.set("flood_read_during_worst", json!(worst.2.saturating_sub(before)));
-        let lost = sent.saturating_sub(arrived);
+        // Lost: what neither arrived nor was skipped before an update that
+        // did (the updates after a child's last to arrive).
+        let lost = sent.saturating_sub(reached);
         let bound = u64::try_from(DELAY_BOUND.as_nanos()).unwrap_or(u64::MAX);
         let delayed = latencies.iter().filter(|&&l| l > bound).count();
         let h = histogram(&latencies)?;
@@ -220,6 +238,7 @@ pub(super) fn master(name: &str, honest: usize, count: u64, pace: Duration, vari
         report.set("honest", json!(honest));
         report.set("sent", json!(sent));
         report.set("received", json!(arrived));
+        report.set("honest_coalesced", json!(reached.saturating_sub(arrived)));
         report.set("lost", json!(lost));
         report.set("delayed", json!(delayed));
         report.set("p50_us", json!(us(h.value_at_quantile(0.5))));

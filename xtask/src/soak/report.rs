@@ -1,13 +1,24 @@
 //! The soak's results: the flood phase's two runs side by side, the
 //! tables (valid Markdown), and the checks of a JSON document.
 //!
-//! A row is one (transport, phase): the figures its master reported (see
-//! each phase's module for their meaning), `problems` (the rules it
-//! broke, in words), `seconds`, and `error` if it could not run.
+//! A row is one (transport, phase): the transport's `delivery`
+//! (`every_update` or `latest_state`, from its capabilities), the figures
+//! its master reported (see each phase's module for their meaning),
+//! `problems` (the rules it broke, in words), `seconds`, and `error` if it
+//! could not run.
+//!
+//! The rules of a row follow its delivery. Lost, torn and duplicated are 0
+//! for both: of a latest-state transport, lost counts the updates after a
+//! child's last to arrive (its last state did not), and duplicated the
+//! states delivered twice or out of order. Coalesced (the states a
+//! transport skipped for a newer one) is a figure of a latest-state
+//! transport, and 0 for one that delivers every update.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
+use master_proto::Delivery;
+use master_proto_transports::AnyTransport;
 use serde_json::{Map, Value, json};
 
 use super::Phase;
@@ -17,6 +28,27 @@ use crate::stats::median;
 /// an honest child's p99 delivery latency to at most this many times what
 /// it is without the flooder.
 pub(super) const FLOOD_RATIO_BOUND: f64 = 10.0;
+
+/// The `delivery` field of a row.
+pub(super) const fn delivery_name(d: Delivery) -> &'static str {
+    match d {
+        Delivery::EveryUpdate => "every_update",
+        Delivery::LatestState => "latest_state",
+    }
+}
+
+/// The figures a transport that delivers every update must have at 0, and
+/// a latest-state one reports as figures: the states skipped for a newer
+/// one.
+const COALESCED: &[&str] = &[
+    "coalesced",
+    "survivors_coalesced",
+    "honest_coalesced",
+    "quiet_coalesced",
+    "quiet_honest_coalesced",
+    "niced_coalesced",
+    "niced_honest_coalesced",
+];
 
 /// How the flood phase's figures of several repetitions make one: the
 /// median (latencies, scheduling), the sum (counts) or the largest.
@@ -36,6 +68,8 @@ const FLOOD: &[(&str, Over)] = &[
     ("max_us", Over::Max),
     ("sent", Over::Sum),
     ("received", Over::Sum),
+    ("honest_coalesced", Over::Sum),
+    ("coalesced", Over::Sum),
     ("lost", Over::Sum),
     ("delayed", Over::Sum),
     ("torn", Over::Sum),
@@ -241,16 +275,17 @@ pub(super) fn to_markdown(doc: &Value) -> String {
     };
     let lost_torn_dup = |r: &Map<String, Value>| format!("{}/{}/{}", n(r, "lost"), n(r, "torn"), n(r, "duplicated"));
     table(
-        "volume — every update of many children, checked one by one",
-        "| transport | children | sent | received | lost/torn/dup | updates/s | seconds |",
+        "volume — every update of many children, checked one by one (latest state: in order, the last arrives)",
+        "| transport | children | sent | received | coalesced | lost/torn/dup | updates/s | seconds |",
         of(Phase::Volume)
             .map(|r| {
                 format!(
-                    "| {} | {} | {} | {} | {} | {} | {} |{}",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} |{}",
                     name(r, "transport"),
                     n(r, "children"),
                     n(r, "sent"),
                     n(r, "received"),
+                    n(r, "coalesced"),
                     lost_torn_dup(r),
                     rate(r, "updates_per_sec"),
                     d(r, "seconds", 1),
@@ -261,14 +296,16 @@ pub(super) fn to_markdown(doc: &Value) -> String {
     );
     table(
         "churn — victims SIGKILLed mid-notify while survivors report",
-        "| transport | kills | survivor updates | lost/torn/dup | late | wedges | max gap ms | table checks | mismatches | seconds |",
+        "| transport | kills | survivor updates | coalesced: survivors / all | lost/torn/dup | late | wedges | max gap ms | table checks | mismatches | seconds |",
         of(Phase::Churn)
             .map(|r| {
                 format!(
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |{}",
+                    "| {} | {} | {} | {} / {} | {} | {} | {} | {} | {} | {} | {} |{}",
                     name(r, "transport"),
                     n(r, "kills"),
                     n(r, "sent"),
+                    n(r, "survivors_coalesced"),
+                    n(r, "coalesced"),
                     lost_torn_dup(r),
                     n(r, "late"),
                     n(r, "wedges"),
@@ -314,13 +351,13 @@ pub(super) fn to_markdown(doc: &Value) -> String {
     };
     table(
         "flood — honest children's delivery latency: quiet / flooded / flooder at nice 19",
-        "| transport | channel | p50 µs | p99 µs | p99 ÷ quiet | p99 per repetition | lost | delayed | flooder updates/s, niced | seconds |",
+        "| transport | channel | p50 µs | p99 µs | p99 ÷ quiet | p99 per repetition | honest coalesced | lost | delayed | flooder updates/s, niced | seconds |",
         of(Phase::Flood)
             .map(|r| {
                 let channel =
                     if get(r, "per_child").and_then(Value::as_bool) == Some(true) { "per child" } else { "shared" };
                 format!(
-                    "| {} | {channel} | {} | {} | {}× / {}× | {} / {} / {} | {} | {} | {}, {} | {} |{}",
+                    "| {} | {channel} | {} | {} | {}× / {}× | {} / {} / {} | {} | {} | {} | {}, {} | {} |{}",
                     name(r, "transport"),
                     three(r, "p50_us", 0),
                     three(r, "p99_us", 0),
@@ -329,6 +366,12 @@ pub(super) fn to_markdown(doc: &Value) -> String {
                     reps(r, "quiet_p99_us_reps"),
                     reps(r, "p99_us_reps"),
                     reps(r, "niced_p99_us_reps"),
+                    format_args!(
+                        "{}+{}+{}",
+                        n(r, "quiet_honest_coalesced"),
+                        n(r, "honest_coalesced"),
+                        n(r, "niced_honest_coalesced")
+                    ),
                     format_args!("{}+{}+{}", n(r, "quiet_lost"), n(r, "lost"), n(r, "niced_lost")),
                     format_args!("{}+{}+{}", n(r, "quiet_delayed"), n(r, "delayed"), n(r, "niced_delayed")),
                     rate(r, "flooder_per_sec"),
@@ -419,6 +462,7 @@ fn required(phase: Phase) -> &'static [&'static str] {
         Phase::Volume => &[
             "sent",
             "received",
+            "coalesced",
             "lost",
             "torn",
             "duplicated",
@@ -436,6 +480,8 @@ fn required(phase: Phase) -> &'static [&'static str] {
             "kills",
             "sent",
             "received",
+            "survivors_coalesced",
+            "coalesced",
             "lost",
             "torn",
             "duplicated",
@@ -468,6 +514,8 @@ fn required(phase: Phase) -> &'static [&'static str] {
             "quiet_p50_us",
             "quiet_p99_us",
             "p99_ratio",
+            "honest_coalesced",
+            "quiet_honest_coalesced",
             "lost",
             "quiet_lost",
             "delayed",
@@ -533,6 +581,19 @@ pub(super) fn check_rows(doc: &Value) -> Result<(), Vec<String>> {
                 problems.push(format!("{at}: {k} is missing or not a number"));
             }
         }
+        match row.get("delivery").and_then(Value::as_str) {
+            Some("latest_state") => {}
+            Some("every_update") => {
+                for k in COALESCED {
+                    if let Some(x) = f(row, k)
+                        && x != 0.0
+                    {
+                        problems.push(format!("{at}: {k} is {x}, must be 0 where every update is delivered"));
+                    }
+                }
+            }
+            other => problems.push(format!("{at}: delivery is {other:?}, not every_update or latest_state")),
+        }
         for k in ZERO {
             if let Some(x) = f(row, k)
                 && x != 0.0
@@ -586,6 +647,19 @@ pub(super) fn check_json(doc: &Value) -> Result<(), Vec<String>> {
         problems.push("driver.children_left is missing".to_owned());
     }
     let seen: BTreeSet<(String, String)> = rows(doc).iter().map(|r| (name(r, "transport"), name(r, "phase"))).collect();
+    for r in rows(doc) {
+        let said = r.get("delivery").and_then(Value::as_str);
+        if let Ok(t) = AnyTransport::from_name(&name(r, "transport"))
+            && said.is_some_and(|d| d != delivery_name(t.caps().delivery))
+        {
+            problems.push(format!(
+                "{} {}: delivery is {said:?}, the transport declares {}",
+                name(r, "transport"),
+                name(r, "phase"),
+                delivery_name(t.caps().delivery)
+            ));
+        }
+    }
     for t in crate::soak::soaked() {
         for p in Phase::ALL {
             if !seen.contains(&(t.name().to_owned(), p.name().to_owned())) {
@@ -611,8 +685,10 @@ mod tests {
                 let mut row = Map::new();
                 row.insert("transport".into(), json!(t.name()));
                 row.insert("phase".into(), json!(p.name()));
+                row.insert("delivery".into(), json!(delivery_name(t.caps().delivery)));
                 for k in required(p) {
-                    let zero = ZERO.contains(k) || k.ends_with("delayed");
+                    let latest = t.caps().delivery == Delivery::LatestState;
+                    let zero = ZERO.contains(k) || k.ends_with("delayed") || (!latest && COALESCED.contains(k));
                     row.insert((*k).to_owned(), json!(if zero { 0 } else { 7 }));
                 }
                 row.insert("problems".into(), json!([]));
@@ -668,6 +744,43 @@ mod tests {
             set(&mut doc, first(), phase, k, v);
             let problems = check_json(&doc).expect_err(expect);
             assert!(problems.iter().any(|p| p.contains(expect)), "{expect}: {problems:?}");
+        }
+    }
+
+    /// Coalesced is a figure where a transport keeps each child's latest
+    /// state and a fault where it delivers every update; a row's delivery
+    /// must be the one its transport declares.
+    #[test]
+    fn coalescing_is_judged_by_the_declared_delivery() {
+        let every = crate::soak::soaked().find(|t| t.caps().delivery == Delivery::EveryUpdate).expect("one");
+        let mut doc = clean_doc();
+        set(&mut doc, every.name(), Phase::Volume, "coalesced", json!(5));
+        let problems = check_json(&doc).expect_err("coalesced where every update is delivered");
+        assert!(problems.iter().any(|p| p.contains("coalesced is 5, must be 0")), "{problems:?}");
+
+        let mut doc = clean_doc();
+        set(&mut doc, every.name(), Phase::Churn, "delivery", json!("latest_state"));
+        let problems = check_json(&doc).expect_err("a delivery the transport does not declare");
+        assert!(problems.iter().any(|p| p.contains("the transport declares every_update")), "{problems:?}");
+
+        if let Some(latest) = crate::soak::soaked().find(|t| t.caps().delivery == Delivery::LatestState) {
+            let mut doc = clean_doc();
+            for (phase, k) in [
+                (Phase::Volume, "coalesced"),
+                (Phase::Churn, "survivors_coalesced"),
+                (Phase::Flood, "honest_coalesced"),
+            ] {
+                set(&mut doc, latest.name(), phase, k, json!(1234));
+            }
+            assert_eq!(check_json(&doc), Ok(()));
+            // Its last state lost, or a state twice: the same rules as for
+            // every update.
+            for k in ["lost", "duplicated"] {
+                let mut doc = clean_doc();
+                set(&mut doc, latest.name(), Phase::Flood, k, json!(1));
+                let problems = check_json(&doc).expect_err(k);
+                assert!(problems.iter().any(|p| p.contains(&format!("{k} is 1"))), "{problems:?}");
+            }
         }
     }
 

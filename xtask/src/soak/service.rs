@@ -13,9 +13,29 @@
 //! children in one poll(2).
 //!
 //! The [`Book`] is the check: it follows each child's alternating updates
-//! on its own, classifies every item (applied, duplicated, late, torn),
-//! checks that the master's outcome for it agrees, and after every reap
-//! compares the master's whole table and counters with what it expects.
+//! on its own, classifies every item (arrived in order, duplicated or out
+//! of order, late, torn), checks that the master's outcome for it agrees,
+//! and after every reap compares the master's whole table and counters
+//! with what it expects.
+//!
+//! Which of its child's updates an item is depends on the transport's
+//! delivery ([`Caps::delivery`](master_proto::Caps)). One that delivers
+//! every update hands over the k-th update a child sent as that child's
+//! k-th item: a repeat of the recorded state is a duplicate (or a loss).
+//! One that keeps each child's latest state
+//! ([`Delivery::LatestState`]) skips the states a newer one replaced, and
+//! says how many through [`StatusSource::overwritten`]: the count it adds
+//! while handing out an item is how many of that child's states came
+//! between the item and the child's item before, so the item is the
+//! child's state number (the last one's, plus those skipped, plus one).
+//! That state must have the status the child sent as that number (see
+//! [`status_of`]), and a number no higher than the child sends: an item
+//! delivered twice, an older state after a newer one, or a status that
+//! does not go with its number is *duplicated or out of order*. A state
+//! equal to the one the master recorded (an odd number of states between)
+//! is redundant to the master and counted so, not a fault; the states
+//! skipped are *coalesced*, a figure. The book's table follows what
+//! arrived, as the master's does.
 //!
 //! [`run`] wraps a phase's body with the resource figures: the master's
 //! descriptors, shared mappings and memory before the channel is opened,
@@ -28,7 +48,7 @@
 //! anything a child sends, and any disagreement of the master's with the
 //! book, is counted and reported instead.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
@@ -36,7 +56,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use master_proto::master::{Config, Exit, Master, Outcome, ReapOutcome};
-use master_proto::{ChildFds, Received, RecvError, Status, StatusSource, Transport};
+use master_proto::{ChildFds, Delivery, Received, RecvError, Status, StatusSource, Transport};
 use master_proto_transports::{AnySource, AnyTransport};
 use nix::errno::Errno;
 use nix::sys::signal::{SigSet, Signal, kill};
@@ -45,7 +65,7 @@ use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
 use nix::unistd::Pid;
 use serde_json::{Map, Value, json};
 
-use super::child::ChildArgs;
+use super::child::{Behaviour, ChildArgs, status_of};
 use crate::sys;
 
 /// The bound on any one wait of a phase: it only matters when something is
@@ -94,7 +114,7 @@ pub(super) enum Kind {
     Loader,
 }
 
-/// One live child, as the book follows it.
+/// One child, as the book follows it.
 #[derive(Clone, Copy, Debug)]
 struct Entry {
     generation: u32,
@@ -103,25 +123,37 @@ struct Entry {
     status: Status,
     /// AVAILs applied: the master's use count.
     uses: u64,
-    /// Updates applied.
-    applied: u64,
+    /// The number of the child's next state: one more than that of the
+    /// last that arrived in order (0 before any).
+    next: u64,
+    /// States that arrived in order.
+    arrived: u64,
+    /// How many states the child sends, if it says (a steady or paced
+    /// child with a count): no state numbered as high arrives.
+    limit: Option<u64>,
 }
 
 /// What one item from the channel was, as the book sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Event {
-    /// The `index`-th update of a live child (the k-th received is the
-    /// k-th sent, on transports that deliver in per-child order).
-    Applied {
+    /// The child's state number `index` (its `index`-th notify, from 0),
+    /// in order: of a transport that delivers every update, the next one;
+    /// of a latest-state transport, one after those the transport says it
+    /// skipped. The master applied it, or (a latest-state transport that
+    /// skipped an odd number of states) found it redundant.
+    Arrived {
         /// The child.
         pid: i32,
         /// What it is for.
         kind: Kind,
-        /// How many of its updates were applied before this one.
+        /// Which of the child's states it is.
         index: u64,
     },
-    /// A live child repeated its last state: a duplicate, or one update of
-    /// it was lost.
+    /// An update of a live child that is not its next state: a repeat of
+    /// its last state on a transport that delivers every update (a
+    /// duplicate, or one update lost); on a latest-state transport, a
+    /// state whose status is not that of its number, or numbered beyond
+    /// what the child sends (delivered twice, or older after newer).
     Duplicated {
         /// The child.
         pid: i32,
@@ -134,14 +166,36 @@ pub(super) enum Event {
     Torn,
 }
 
+/// The outcome the book expects of the master for one item.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Expected {
+    /// A change of a live child's state to this one: taken or avail.
+    Status(Status),
+    /// A live child's state again.
+    Redundant,
+    /// An update of a child already reaped: an unknown pid (or, should the
+    /// pid be reused already, a wrong generation).
+    Gone,
+    /// Anything not applied.
+    Ignored,
+}
+
 /// How many items of each kind arrived.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(super) struct Tally {
     /// Every item.
     pub(super) received: u64,
-    /// Updates applied.
+    /// Updates the master should have applied (a change of state).
     pub(super) applied: u64,
-    /// Repeats of a child's last state.
+    /// Updates of live children that the master should have found
+    /// redundant.
+    pub(super) redundant: u64,
+    /// States of live children that arrived in order.
+    pub(super) arrived: u64,
+    /// States that the transport skipped before those, and before the
+    /// late ones (0 unless it keeps each child's latest state).
+    pub(super) coalesced: u64,
+    /// Updates of live children that were not their next state.
     pub(super) duplicated: u64,
     /// Updates of children already reaped.
     pub(super) late: u64,
@@ -152,9 +206,13 @@ pub(super) struct Tally {
 /// The soak's own account of the service, to check the master's against.
 #[derive(Debug, Default)]
 pub(super) struct Book {
+    /// Whether the transport keeps each child's latest state
+    /// ([`Delivery::LatestState`]) rather than delivering every update.
+    latest: bool,
     live: HashMap<i32, Entry>,
-    /// (pid, generation) of every child reaped.
-    gone: HashSet<(i32, u32)>,
+    /// Every child reaped, by (pid, generation): its last state stays
+    /// numbered, so that what arrives after the reap is checked too.
+    gone: HashMap<(i32, u32), Entry>,
     /// Every item, classified.
     pub(super) tally: Tally,
     spawned: u64,
@@ -169,14 +227,20 @@ pub(super) struct Book {
 }
 
 impl Book {
-    fn spawned(&mut self, pid: i32, generation: u32, kind: Kind) {
+    /// A book for a transport of `delivery`.
+    pub(super) fn new(delivery: Delivery) -> Book {
+        Book { latest: delivery == Delivery::LatestState, ..Book::default() }
+    }
+
+    fn spawned(&mut self, pid: i32, generation: u32, kind: Kind, limit: Option<u64>) {
         self.spawned += 1;
-        self.live.insert(pid, Entry { generation, kind, status: Status::AVAIL, uses: 0, applied: 0 });
+        let entry = Entry { generation, kind, status: Status::AVAIL, uses: 0, next: 0, arrived: 0, limit };
+        self.live.insert(pid, entry);
     }
 
     fn reaped(&mut self, pid: i32) {
         if let Some(e) = self.live.remove(&pid) {
-            self.gone.insert((pid, e.generation));
+            self.gone.insert((pid, e.generation), e);
             self.reaped += 1;
         }
     }
@@ -188,60 +252,107 @@ impl Book {
         }
     }
 
-    /// Classifies one item, given the outcome the master gave it, and
-    /// checks the two agree.
-    pub(super) fn take(&mut self, item: &Received, outcome: Outcome) -> Event {
+    /// Classifies one item, given the outcome the master gave it and, from
+    /// a latest-state transport, how many states of its child the
+    /// transport skipped before it; checks that the master's outcome is the
+    /// one the book expects.
+    pub(super) fn take(&mut self, item: &Received, outcome: Outcome, skipped: u64) -> Event {
         self.tally.received += 1;
-        let event = self.classify(item);
-        let agrees = match event {
-            Event::Applied { pid, .. } => {
-                let status = self.live.get(&pid).map(|e| e.status);
-                matches!(
-                    (outcome, status),
-                    (Outcome::Taken, Some(Status::TAKEN)) | (Outcome::Avail, Some(Status::AVAIL))
-                )
-            }
-            Event::Duplicated { .. } => outcome == Outcome::Redundant,
-            Event::Late => matches!(outcome, Outcome::UnknownPid | Outcome::WrongGeneration { .. }),
-            Event::Torn => !outcome.is_applied(),
+        let (event, expected) = self.classify(item, skipped);
+        let agrees = match expected {
+            Expected::Status(Status::TAKEN) => outcome == Outcome::Taken,
+            Expected::Status(_) => outcome == Outcome::Avail,
+            Expected::Redundant => outcome == Outcome::Redundant,
+            Expected::Gone => matches!(outcome, Outcome::UnknownPid | Outcome::WrongGeneration { .. }),
+            Expected::Ignored => !outcome.is_applied(),
         };
+        match expected {
+            Expected::Status(_) => self.tally.applied += 1,
+            Expected::Redundant => self.tally.redundant += 1,
+            Expected::Gone | Expected::Ignored => {}
+        }
         match event {
-            Event::Applied { .. } => self.tally.applied += 1,
+            Event::Arrived { .. } => {
+                self.tally.arrived += 1;
+                self.tally.coalesced += skipped;
+            }
             Event::Duplicated { .. } => self.tally.duplicated += 1,
-            Event::Late => self.tally.late += 1,
+            Event::Late => {
+                self.tally.late += 1;
+                self.tally.coalesced += skipped;
+            }
             Event::Torn => self.tally.torn += 1,
         }
         if !agrees {
-            self.mismatch(format!("{item:?}: the master said {outcome:?}, the book expected {event:?}"));
+            self.mismatch(format!("{item:?}: the master said {outcome:?}, the book expected {expected:?} ({event:?})"));
         }
         event
     }
 
-    fn classify(&mut self, item: &Received) -> Event {
-        let Received::Update { update, sender } = *item else { return Event::Torn };
+    fn classify(&mut self, item: &Received, skipped: u64) -> (Event, Expected) {
+        let Received::Update { update, sender } = *item else { return (Event::Torn, Expected::Ignored) };
         if sender.verified_pid().is_some_and(|v| v != update.pid) || !update.status.is_known() {
-            return Event::Torn;
+            return (Event::Torn, Expected::Ignored);
         }
-        match self.live.get_mut(&update.pid) {
-            Some(e) if e.generation == update.generation => {
-                if e.status == update.status {
-                    return Event::Duplicated { pid: update.pid };
-                }
-                e.status = update.status;
-                if update.status == Status::AVAIL {
-                    e.uses += 1;
-                }
-                e.applied += 1;
-                Event::Applied { pid: update.pid, kind: e.kind, index: e.applied - 1 }
+        let latest = self.latest;
+        // Which of its child's states the update is, and whether that is
+        // the child's next one.
+        let number = |e: &mut Entry| {
+            let index = if latest { e.next.saturating_add(skipped) } else { e.next };
+            let in_order = if latest {
+                update.status == status_of(index) && e.limit.is_none_or(|l| index < l)
+            } else {
+                update.status != e.status
+            };
+            if in_order {
+                e.next = index + 1;
+                e.arrived += 1;
             }
-            _ if self.gone.contains(&(update.pid, update.generation)) => Event::Late,
-            _ => Event::Torn,
+            in_order.then_some(index)
+        };
+        let key = (update.pid, update.generation);
+        if let Some(e) = self.live.get_mut(&update.pid)
+            && e.generation == update.generation
+        {
+            let event = match number(e) {
+                Some(index) => Event::Arrived { pid: update.pid, kind: e.kind, index },
+                None => Event::Duplicated { pid: update.pid },
+            };
+            // The master's table follows what arrives.
+            if e.status == update.status {
+                return (event, Expected::Redundant);
+            }
+            e.status = update.status;
+            if update.status == Status::AVAIL {
+                e.uses += 1;
+            }
+            return (event, Expected::Status(update.status));
+        }
+        match self.gone.get_mut(&key) {
+            // What a latest-state transport delivers after the reap (the
+            // last state, at forget) is in order too.
+            Some(e) => {
+                if latest && number(e).is_none() {
+                    (Event::Duplicated { pid: update.pid }, Expected::Gone)
+                } else {
+                    (Event::Late, Expected::Gone)
+                }
+            }
+            None => (Event::Torn, Expected::Ignored),
         }
     }
 
-    /// Updates of `pid` applied so far.
-    pub(super) fn applied(&self, pid: i32) -> Option<u64> {
-        self.live.get(&pid).map(|e| e.applied)
+    /// The number of `pid`'s next state: how many of its states arrived in
+    /// order or were skipped before one that did, before its reap or after
+    /// it. `n` means its `n`-th state has arrived (of a transport that
+    /// delivers every update: all `n` of them).
+    pub(super) fn reached(&self, pid: i32) -> Option<u64> {
+        self.live.get(&pid).or_else(|| self.gone.iter().find(|((p, _), _)| *p == pid).map(|(_, e)| e)).map(|e| e.next)
+    }
+
+    /// How many of `pid`'s states arrived in order.
+    pub(super) fn arrived(&self, pid: i32) -> Option<u64> {
+        self.live.get(&pid).map(|e| e.arrived)
     }
 
     /// Compares the master's table and counters with the book's.
@@ -272,7 +383,7 @@ impl Book {
             ("reaped", c.reaped, self.reaped),
             ("received", c.received(), t.received),
             ("taken + avail", c.taken + c.avail, t.applied),
-            ("redundant", c.redundant, t.duplicated),
+            ("redundant", c.redundant, t.redundant),
             ("reap_unknown_pid", c.reap_unknown_pid, 0),
         ];
         for (name, master_says, book_says) in counted {
@@ -313,14 +424,15 @@ impl Service {
         // No process limit and no throttle: the soak spawns what it
         // decides, and killed children have served nobody.
         let master = Master::new(Config { process_limit: 0, throttle_delay: Duration::ZERO });
-        Ok(Service {
-            transport,
-            source: transport.open()?,
-            master,
-            book: Book::default(),
-            signals,
-            exe: std::env::current_exe()?,
-        })
+        let delivery = transport.caps().delivery;
+        let source = transport.open()?;
+        if delivery == Delivery::LatestState && source.overwritten().is_none() {
+            return Err(io::Error::other(format!(
+                "{transport} keeps each child's latest state but does not say how many it overwrote: \
+                 the soak cannot tell which state an update is"
+            )));
+        }
+        Ok(Service { transport, source, master, book: Book::new(delivery), signals, exe: std::env::current_exe()? })
     }
 
     /// Spawns one child of `kind` behaving as `args`.
@@ -346,7 +458,12 @@ impl Service {
         };
         let pid = i32::try_from(child.id()).map_err(io::Error::other)?;
         let registered = self.master.spawned(pid, generation).map_err(io::Error::other).and_then(|()| {
-            self.book.spawned(pid, generation, kind);
+            let limit = match args.behaviour {
+                Behaviour::Steady { count } => Some(count),
+                Behaviour::Paced { count, .. } => (count > 0).then_some(count),
+                Behaviour::Flood => None,
+            };
+            self.book.spawned(pid, generation, kind, limit);
             self.transport.register_child(&mut self.source, generation, pid)
         });
         if let Err(e) = registered {
@@ -406,13 +523,15 @@ impl Service {
         }
     }
 
-    /// Drains until `pid` has `count` updates applied, or has exited with
-    /// fewer and nothing more can come ([`settled`](Self::settled)), at
-    /// most until `deadline`; whether it has them all.
-    pub(super) fn await_applied(&mut self, pid: i32, count: u64, deadline: Instant) -> io::Result<bool> {
+    /// Drains until `pid`'s `count`-th state has arrived (every one of its
+    /// `count` updates, or the last of them from a latest-state transport;
+    /// see [`Book::reached`]), or it has exited without and nothing more
+    /// can come ([`settled`](Self::settled)), at most until `deadline`;
+    /// whether it has arrived.
+    pub(super) fn await_reached(&mut self, pid: i32, count: u64, deadline: Instant) -> io::Result<bool> {
         loop {
-            if self.book.applied(pid).is_none_or(|n| n >= count) {
-                return Ok(self.book.applied(pid).is_some());
+            if self.book.reached(pid).is_none_or(|n| n >= count) {
+                return Ok(self.book.reached(pid).is_some());
             }
             if Instant::now() >= deadline || self.settled(&[pid], |_| {})? {
                 return Ok(false);
@@ -436,14 +555,17 @@ impl Service {
     }
 
     /// Reads what is pending, at most [`DRAIN_BOUND`] items, hands every
-    /// item to the master and the book, and each event to `f`; returns how
-    /// many items there were.
+    /// item to the master and the book (with the states the transport says
+    /// it skipped before it), and each event to `f`; returns how many items
+    /// there were.
     pub(super) fn drain(&mut self, mut f: impl FnMut(Event)) -> io::Result<usize> {
         for n in 0..DRAIN_BOUND {
+            let before = self.source.overwritten();
             match self.source.try_recv() {
                 Ok(Some(item)) => {
+                    let skipped = self.source.overwritten().zip(before).map_or(0, |(a, b)| a.saturating_sub(b));
                     let outcome = self.master.receive(&item);
-                    f(self.book.take(&item, outcome));
+                    f(self.book.take(&item, outcome, skipped));
                 }
                 Ok(None) => return Ok(n),
                 Err(RecvError::Io(e)) => return Err(e.into()),
@@ -600,6 +722,9 @@ pub(super) fn run(name: &str, body: impl FnOnce(&mut Service, &mut Report) -> io
     let t = book.tally;
     report.set("items", json!(t.received));
     report.set("applied", json!(t.applied));
+    report.set("redundant", json!(t.redundant));
+    report.set("arrived", json!(t.arrived));
+    report.set("coalesced", json!(t.coalesced));
     report.set("torn", json!(t.torn));
     report.set("duplicated", json!(t.duplicated));
     report.set("late", json!(t.late));
@@ -612,7 +737,10 @@ pub(super) fn run(name: &str, body: impl FnOnce(&mut Service, &mut Report) -> io
         report.problem(format!("{} items were torn, malformed or from no child of the run", t.torn));
     }
     if t.duplicated > 0 {
-        report.problem(format!("{} updates repeated their child's last state (duplicated, or one lost)", t.duplicated));
+        report.problem(format!(
+            "{} updates were not their child's next state (duplicated, out of order, or one lost)",
+            t.duplicated
+        ));
     }
     report.set("fds_start", json!(start.fds.len()));
     report.set("fds_open", json!(open.fds.len()));
@@ -665,11 +793,11 @@ mod tests {
     fn the_book_follows_the_master_and_catches_a_missed_reap() {
         let now = Instant::now();
         let mut master = Master::new(Config { process_limit: 0, throttle_delay: Duration::ZERO });
-        let mut book = Book::default();
+        let mut book = Book::new(Delivery::EveryUpdate);
         for pid in [10, 11] {
             let g = master.begin_spawn(now).expect("spawn");
             master.spawned(pid, g).expect("spawned");
-            book.spawned(pid, g, Kind::Steady);
+            book.spawned(pid, g, Kind::Steady, None);
         }
         let items = [
             update(10, 1, Status::TAKEN),
@@ -680,13 +808,13 @@ mod tests {
             update(11, 2, Status(7)),
             Received::Malformed(Malformed::Short(3)),
         ];
-        let events: Vec<Event> = items.iter().map(|i| book.take(i, master.receive(i))).collect();
+        let events: Vec<Event> = items.iter().map(|i| book.take(i, master.receive(i), 0)).collect();
         assert_eq!(
             events,
             [
-                Event::Applied { pid: 10, kind: Kind::Steady, index: 0 },
-                Event::Applied { pid: 11, kind: Kind::Steady, index: 0 },
-                Event::Applied { pid: 10, kind: Kind::Steady, index: 1 },
+                Event::Arrived { pid: 10, kind: Kind::Steady, index: 0 },
+                Event::Arrived { pid: 11, kind: Kind::Steady, index: 0 },
+                Event::Arrived { pid: 10, kind: Kind::Steady, index: 1 },
                 Event::Duplicated { pid: 10 },
                 Event::Torn,
                 Event::Torn,
@@ -697,12 +825,83 @@ mod tests {
         book.reaped(10);
         book.check(&master);
         assert_eq!(book.mismatches, 0, "{:?}", book.first_mismatches);
-        assert_eq!(book.take(&items[2], master.receive(&items[2])), Event::Late);
+        assert_eq!(book.take(&items[2], master.receive(&items[2]), 0), Event::Late);
 
         // The book reaps 11, the master is never told.
         book.reaped(11);
         book.check(&master);
         assert_eq!(book.mismatches, 1);
         assert!(book.first_mismatches[0].contains("1 children in the table, 0 alive"), "{:?}", book.first_mismatches);
+    }
+
+    fn channel(pid: i32, generation: u32, status: Status) -> Received {
+        Received::Update { update: StatusUpdate { pid, generation, status }, sender: Sender::Channel(pid) }
+    }
+
+    /// Of a latest-state transport, the book numbers each state by what
+    /// the transport says it skipped: states in order with gaps pass (a
+    /// repeat of the recorded status after an odd gap is redundant, not a
+    /// fault), the master's table follows what arrived, and a state
+    /// delivered twice, one older after a newer, one beyond the child's
+    /// count, or a wrong one at forget are caught.
+    #[test]
+    fn the_latest_state_book_numbers_states_by_what_was_skipped() {
+        let now = Instant::now();
+        let mut master = Master::new(Config { process_limit: 0, throttle_delay: Duration::ZERO });
+        let mut book = Book::new(Delivery::LatestState);
+        let g = master.begin_spawn(now).expect("spawn");
+        master.spawned(10, g).expect("spawned");
+        book.spawned(10, g, Kind::Steady, Some(6));
+        // States 0..6 are T A T A T A; these arrive: 0, 2 (one skipped: a
+        // redundant TAKEN), 3, 5 (one skipped).
+        let take = |master: &mut Master, book: &mut Book, status, skipped| {
+            let item = channel(10, g, status);
+            let outcome = master.receive(&item);
+            (book.take(&item, outcome, skipped), outcome)
+        };
+        let arrived = |index| Event::Arrived { pid: 10, kind: Kind::Steady, index };
+        assert_eq!(take(&mut master, &mut book, Status::TAKEN, 0), (arrived(0), Outcome::Taken));
+        assert_eq!(take(&mut master, &mut book, Status::TAKEN, 1), (arrived(2), Outcome::Redundant));
+        assert_eq!(take(&mut master, &mut book, Status::AVAIL, 0), (arrived(3), Outcome::Avail));
+        assert_eq!(take(&mut master, &mut book, Status::AVAIL, 1), (arrived(5), Outcome::Redundant));
+        assert_eq!(book.reached(10), Some(6), "the last state arrived");
+        assert_eq!((book.tally.arrived, book.tally.coalesced, book.tally.duplicated), (4, 2, 0));
+        book.check(&master);
+        assert_eq!(book.mismatches, 0, "{:?}", book.first_mismatches);
+
+        // Delivered twice: the same state again, nothing skipped.
+        assert_eq!(take(&mut master, &mut book, Status::AVAIL, 0).0, Event::Duplicated { pid: 10 });
+        // Older after newer: the transport's count wraps.
+        assert_eq!(
+            take(&mut master, &mut book, Status::TAKEN, u64::from(u32::MAX) / 2).0,
+            Event::Duplicated { pid: 10 }
+        );
+        // Beyond the six the child sends.
+        assert_eq!(take(&mut master, &mut book, Status::TAKEN, 2).0, Event::Duplicated { pid: 10 });
+        assert_eq!(book.tally.duplicated, 3);
+        assert_eq!(book.reached(10), Some(6), "what is out of order moves nothing on");
+        book.check(&master);
+        assert_eq!(book.mismatches, 0, "the table still follows what arrived: {:?}", book.first_mismatches);
+
+        // After the reap, a state at forget that is not the child's next
+        // is caught too; an in-order one is late.
+        master.reaped(10, Exit::Code(0), now);
+        book.reaped(10);
+        let late = channel(10, g, Status::AVAIL);
+        assert_eq!(book.take(&late, master.receive(&late), 0), Event::Duplicated { pid: 10 });
+        let g2 = master.begin_spawn(now).expect("spawn");
+        master.spawned(11, g2).expect("spawned");
+        book.spawned(11, g2, Kind::Victim, None);
+        let first = channel(11, g2, Status::TAKEN);
+        assert_eq!(
+            book.take(&first, master.receive(&first), 0),
+            Event::Arrived { pid: 11, kind: Kind::Victim, index: 0 }
+        );
+        master.reaped(11, Exit::Code(0), now);
+        book.reaped(11);
+        let last = channel(11, g2, Status::AVAIL);
+        assert_eq!(book.take(&last, master.receive(&last), 2), Event::Late, "state 3, two skipped");
+        book.check(&master);
+        assert_eq!(book.mismatches, 0, "{:?}", book.first_mismatches);
     }
 }
