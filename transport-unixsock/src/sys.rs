@@ -216,13 +216,16 @@ impl Message {
 struct Slot {
     control: [u8; CONTROL],
     data: [u8; BUF],
-    /// Room for the address family alone: the kernel reports the
-    /// address's whole length, which is all that is looked at.
+    /// Room for a whole `AF_UNIX` address, so that the length the kernel
+    /// reports back never exceeds the buffer (it reports the address's
+    /// full length even when it copied less, and whatever trusts that
+    /// length, AddressSanitizer's interceptor for one, would read past a
+    /// shorter buffer). Only whether the length is 0 is looked at.
     name: [u8; NAME],
 }
 
-/// How many bytes of a sender's address are read.
-const NAME: usize = size_of::<libc::sa_family_t>();
+/// Room for a sender's address.
+const NAME: usize = size_of::<libc::sockaddr_un>();
 
 /// Buffers for up to [`SLOTS`] messages, reused by every receive.
 pub(crate) struct Batch {
