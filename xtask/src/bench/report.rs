@@ -421,9 +421,8 @@ pub(crate) fn to_markdown(info: &RunInfo, all: &[Runs]) -> String {
 /// every transport and every floor built here has a row for every workload
 /// it applies to, without error and with its metrics (a sparse run with
 /// one child and with more); nothing lost, torn or duplicated in fan-in
-/// (for a latest-state transport: no child's final state missing, nothing
-/// torn, nothing stale), nor in sparse by a transport that promises every
-/// update. Returns what is wrong.
+/// and sparse (for a latest-state transport: no child's final state
+/// missing, nothing torn, nothing stale). Returns what is wrong.
 pub(crate) fn check_json(doc: &Value) -> Result<(), Vec<String>> {
     let mut problems = Vec::new();
     for field in ["cpu_model", "cores", "kernel"] {
@@ -482,8 +481,7 @@ pub(crate) fn check_json(doc: &Value) -> Result<(), Vec<String>> {
                         }
                     }
                 }
-                let counted = subject.kind == Kind::Transport
-                    && (w == Workload::FanIn || (w == Workload::Sparse && subject.every_update));
+                let counted = subject.kind == Kind::Transport && matches!(w, Workload::FanIn | Workload::Sparse);
                 if counted {
                     for metric in ["lost", "torn", "duplicated"] {
                         let worst = row.get(&format!("{metric}_max")).and_then(Value::as_f64);

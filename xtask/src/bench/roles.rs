@@ -133,7 +133,7 @@ pub(crate) fn child_main(args: &RoleArgs) -> io::Result<()> {
                 let at = start + SPARSE_PERIOD * u32::try_from(k + 1).unwrap_or(u32::MAX);
                 std::thread::sleep(at.saturating_duration_since(Instant::now()));
                 sent.push(sys::mono_ns());
-                sender.send(status_of(k))?;
+                sender.send(fan_in_status(args.subject.every_update, k))?;
             }
             if args.count > 0 {
                 let line: Vec<String> = sent.iter().map(u64::to_string).collect();
@@ -720,7 +720,7 @@ fn sparse(args: &RoleArgs) -> io::Result<Map<String, Value>> {
     let mut byte = [0u8; 1];
     times.read_exact(&mut byte).map_err(|e| err(format!("waiting for the active child to be ready: {e}")))?;
     await_ready(&ready_read, args.children.saturating_sub(1))?;
-    let mut delivery = Delivery::default();
+    let mut delivery = if args.subject.every_update { Delivery::default() } else { Delivery::latest_state(args.count) };
     delivery.expect(active_pid, 1);
     // When each accepted update was received.
     let mut woke: Vec<u64> = Vec::with_capacity(usize::try_from(args.count).unwrap_or(0));
@@ -765,6 +765,9 @@ fn sparse(args: &RoleArgs) -> io::Result<Map<String, Value>> {
     out.insert("sent".into(), json!(args.count));
     out.insert("received".into(), json!(delivery.received));
     out.insert("lost".into(), json!(delivery.lost(args.count)));
+    if let Some(coalesced) = delivery.coalesced(args.count) {
+        out.insert("coalesced".into(), json!(coalesced));
+    }
     if args.subject.carries_updates {
         out.insert("torn".into(), json!(delivery.torn));
         out.insert("duplicated".into(), json!(delivery.duplicated));
