@@ -5,12 +5,12 @@
 //!
 //! # Safety
 //!
-//! Two unsafe calls, neither of which touches memory of ours:
-//! `setpriority(2)` (see [`nice`]), which takes integers, and
-//! `pidfd_open(2)` (see [`pidfd_open`], which nix does not wrap), which
-//! takes integers and returns -1 or a new descriptor that nothing else
-//! owns.
-#![allow(unsafe_code)] // Safety: setpriority(2) and pidfd_open(2), integers only (see above).
+//! Three unsafe calls: `setpriority(2)` (see [`nice`]), which takes
+//! integers, `pidfd_open(2)` (see [`pidfd_open`], which nix does not
+//! wrap), which takes integers and returns -1 or a new descriptor that
+//! nothing else owns, and `pwritev2(2)` with a flag nix does not know (see
+//! [`pwrite_nosignal`]), which only reads the one buffer it is given.
+#![allow(unsafe_code)] // Safety: see above; each call has its own SAFETY comment.
 
 use std::io;
 use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -79,6 +79,19 @@ pub(crate) fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
     // SAFETY: the kernel just returned `fd` as a new descriptor, owned by
     // nobody else in this process.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// One `pwritev2(fd, [bytes], -1, RWF_NOSIGNAL)`: `EPIPE` instead of
+/// `SIGPIPE` when the pipe has no reader (Linux 6.18 and later).
+pub(crate) fn pwrite_nosignal(fd: BorrowedFd<'_>, bytes: &[u8]) -> nix::Result<usize> {
+    /// `RWF_NOSIGNAL` from linux/fs.h (not in every libc crate yet).
+    const RWF_NOSIGNAL: nix::libc::c_int = 0x100;
+    let iov = nix::libc::iovec { iov_base: bytes.as_ptr().cast_mut().cast(), iov_len: bytes.len() };
+    // SAFETY: `iov` names `bytes`, alive and only read during the call;
+    // `fd` is open for the call's duration; offset -1 is the current
+    // position, which a pipe ignores.
+    let n = unsafe { nix::libc::pwritev2(std::os::fd::AsRawFd::as_raw_fd(&fd), &raw const iov, 1, -1, RWF_NOSIGNAL) };
+    usize::try_from(n).map_err(|_| Errno::last())
 }
 
 /// The CPU time this process has used so far, user and system, in

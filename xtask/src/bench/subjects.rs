@@ -429,6 +429,15 @@ enum Mechanism {
     Dgram,
     Seqpacket,
     Eventfd,
+    /// A pipe written with `pwritev2(RWF_NOSIGNAL)` (Linux): the cheapest
+    /// write that cannot raise `SIGPIPE`, as the `pipe` transport's notify
+    /// makes; not a transport's `÷ floor`, shown beside `floor:pipe_write`.
+    PipeNoSignal,
+    /// A datagram socketpair whose receiving end asks for the sender's
+    /// credentials (`SO_PASSCRED`), which it receives with each message,
+    /// as the `dgram` transport's master does; shown beside
+    /// `floor:dgram_send`.
+    DgramCredentials,
 }
 
 impl Mechanism {
@@ -440,6 +449,8 @@ impl Mechanism {
             Mechanism::Dgram => "floor:dgram_send",
             Mechanism::Seqpacket => "floor:seqpacket_send",
             Mechanism::Eventfd => "floor:eventfd_write",
+            Mechanism::PipeNoSignal => "floor:pipe_pwritev2",
+            Mechanism::DgramCredentials => "floor:dgram_credentials",
         }
     }
 
@@ -451,6 +462,8 @@ impl Mechanism {
             Mechanism::Dgram,
             Mechanism::Seqpacket,
             Mechanism::Eventfd,
+            Mechanism::PipeNoSignal,
+            Mechanism::DgramCredentials,
         ]
         .into_iter()
         .find(|m| m.subject() == name)
@@ -462,9 +475,14 @@ impl Mechanism {
             Ok(socketpair(AddressFamily::Unix, ty, None, SockFlag::SOCK_CLOEXEC)?)
         };
         match self {
-            Mechanism::Syscall | Mechanism::Pipe => Ok(nix::unistd::pipe2(OFlag::O_CLOEXEC)?),
+            Mechanism::Syscall | Mechanism::Pipe | Mechanism::PipeNoSignal => Ok(nix::unistd::pipe2(OFlag::O_CLOEXEC)?),
             Mechanism::Stream => socket(SockType::Stream),
             Mechanism::Dgram => socket(SockType::Datagram),
+            Mechanism::DgramCredentials => {
+                let (master, child) = socket(SockType::Datagram)?;
+                nix::sys::socket::setsockopt(&master, nix::sys::socket::sockopt::PassCred, &true)?;
+                Ok((master, child))
+            }
             Mechanism::Seqpacket => socket(SockType::SeqPacket),
             Mechanism::Eventfd => {
                 let master = OwnedFd::from(EventFd::from_flags(EfdFlags::EFD_CLOEXEC)?);
@@ -505,20 +523,27 @@ impl Master for FloorMaster {
                     Err(Errno::EINTR) => continue,
                     Err(e) => return Err(e.into()),
                 },
-                Mechanism::Pipe => nix::unistd::read(&self.master, &mut self.buf),
+                Mechanism::Pipe | Mechanism::PipeNoSignal => nix::unistd::read(&self.master, &mut self.buf),
                 Mechanism::Stream | Mechanism::Dgram | Mechanism::Seqpacket => {
                     recv(fd, &mut self.buf, MsgFlags::MSG_DONTWAIT)
                 }
+                Mechanism::DgramCredentials => {
+                    let mut control = nix::cmsg_space!(nix::sys::socket::UnixCredentials);
+                    let mut iov = [std::io::IoSliceMut::new(&mut self.buf)];
+                    nix::sys::socket::recvmsg::<()>(fd, &mut iov, Some(&mut control), MsgFlags::MSG_DONTWAIT)
+                        .map(|msg| msg.bytes)
+                }
             };
+            let stream = matches!(self.mechanism, Mechanism::Pipe | Mechanism::PipeNoSignal | Mechanism::Stream);
             match n {
-                Ok(0) if matches!(self.mechanism, Mechanism::Pipe | Mechanism::Stream) => {
+                Ok(0) if stream => {
                     if !self.partial.is_empty() {
                         self.partial.clear();
                         f(&[Item::Malformed]);
                     }
                     return Ok(true);
                 }
-                Ok(n) if matches!(self.mechanism, Mechanism::Pipe | Mechanism::Stream) => {
+                Ok(n) if stream => {
                     self.partial.extend_from_slice(&self.buf[..n]);
                     let whole = self.partial.len() / WIRE_SIZE * WIRE_SIZE;
                     for record in self.partial[..whole].chunks_exact(WIRE_SIZE) {
@@ -562,8 +587,9 @@ impl Sender for FloorSender {
                     return Ok(());
                 }
                 Mechanism::Pipe => nix::unistd::write(&self.fd, &record),
+                Mechanism::PipeNoSignal => sys::pwrite_nosignal(self.fd.as_fd(), &record),
                 Mechanism::Eventfd => nix::unistd::write(&self.fd, &1u64.to_ne_bytes()),
-                Mechanism::Stream | Mechanism::Dgram | Mechanism::Seqpacket => {
+                Mechanism::Stream | Mechanism::Dgram | Mechanism::Seqpacket | Mechanism::DgramCredentials => {
                     send(raw, &record, MsgFlags::MSG_NOSIGNAL)
                 }
             };
@@ -633,6 +659,8 @@ floors! {
     open_dgram, sender_dgram, Mechanism::Dgram, CHANNEL_FLOOR;
     open_seqpacket, sender_seqpacket, Mechanism::Seqpacket, CHANNEL_FLOOR;
     open_eventfd, sender_eventfd, Mechanism::Eventfd, CHANNEL_FLOOR;
+    open_pipe_nosignal, sender_pipe_nosignal, Mechanism::PipeNoSignal, &[Workload::NotifyCost, Workload::FanIn];
+    open_dgram_credentials, sender_dgram_credentials, Mechanism::DgramCredentials, &[Workload::NotifyCost, Workload::FanIn];
 }
 
 /// The floor of `death_master_to_child`: the master's end of a pipe closed
