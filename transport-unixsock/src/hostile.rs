@@ -31,6 +31,14 @@ fn send_once(fd: &OwnedFd, bytes: &[u8]) -> io::Result<()> {
     }
 }
 
+/// A dgram child's raw ends: fd 5, and the lifeline kept open so that the
+/// channel stays as an honest child's.
+fn dgram_raw(env: &mut ChildEnv, name: &'static str) -> Result<(OwnedFd, OwnedFd), EnvError> {
+    check_transport(env, name, false)?;
+    let lifeline = env.take_aux(LIFELINE)?;
+    Ok((env.take_status()?, lifeline))
+}
+
 impl Hostile for Dgram {
     /// fd 5, and the lifeline kept open so that the channel stays as an
     /// honest child's.
@@ -39,9 +47,7 @@ impl Hostile for Dgram {
     const RAW_FRAMING: Option<Framing> = Some(Framing::Packet);
 
     fn raw(&self, env: &mut ChildEnv) -> Result<Self::Raw, EnvError> {
-        check_transport(env, self.name(), false)?;
-        let lifeline = env.take_aux(LIFELINE)?;
-        Ok((env.take_status()?, lifeline))
+        dgram_raw(env, self.name())
     }
 
     fn send_raw(raw: &mut Self::Raw, bytes: &[u8]) -> io::Result<()> {
@@ -56,9 +62,7 @@ impl Hostile for BoundedDgram {
     const RAW_FRAMING: Option<Framing> = Some(Framing::Packet);
 
     fn raw(&self, env: &mut ChildEnv) -> Result<Self::Raw, EnvError> {
-        check_transport(env, self.name(), false)?;
-        let lifeline = env.take_aux(LIFELINE)?;
-        Ok((env.take_status()?, lifeline))
+        dgram_raw(env, self.name())
     }
 
     /// One `send(2)`; the socket is non-blocking for this channel, so a

@@ -424,31 +424,24 @@ pub(super) fn to_markdown(doc: &Value) -> String {
             })
             .collect(),
     );
-    let problems: Vec<String> = all
-        .iter()
-        .flat_map(|r| {
-            let at = format!("{} {}", name(r, "transport"), name(r, "phase"));
-            r.get("problems")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .map(move |p| format!("- {at}: {}", p.as_str().unwrap_or("?")))
-        })
-        .collect();
+    // Each row's list under `key`, one line per entry, naming the row.
+    let listed = |key: &str| -> Vec<String> {
+        all.iter()
+            .flat_map(|r| {
+                let at = format!("{} {}", name(r, "transport"), name(r, "phase"));
+                r.get(key)
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .map(move |p| format!("- {at}: {}", p.as_str().unwrap_or("?")))
+            })
+            .collect()
+    };
+    let problems = listed("problems");
     if !problems.is_empty() {
         let _ = writeln!(s, "\nProblems:\n\n{}", problems.join("\n"));
     }
-    let notes: Vec<String> = all
-        .iter()
-        .flat_map(|r| {
-            let at = format!("{} {}", name(r, "transport"), name(r, "phase"));
-            r.get("notes")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .map(move |p| format!("- {at}: {}", p.as_str().unwrap_or("?")))
-        })
-        .collect();
+    let notes = listed("notes");
     if !notes.is_empty() {
         let _ = writeln!(s, "\nNotes (not rules in a quick run):\n\n{}", notes.join("\n"));
     }
