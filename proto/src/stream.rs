@@ -8,8 +8,10 @@
 //! no message boundaries: a reader sees them only by counting to 12.
 //!
 //! [`StreamDecoder`] does that counting without I/O. It buffers what was read,
-//! yields whole records, and, when the stream has been drained (the next read
-//! would block), reports a leftover partial record as
+//! yields whole records, and, when the stream has been drained (the kernel
+//! said it was empty: the next read would block, or `poll(2)` found nothing
+//! after a read that returned less than it asked for), reports a leftover
+//! partial record as
 //! [`Malformed::Short`] and drops it. Because no honest record can be half
 //! written at a moment the stream is empty, this resynchronises the framing
 //! at the first drained moment after a hostile short write; records read

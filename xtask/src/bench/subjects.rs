@@ -493,7 +493,12 @@ impl Mechanism {
     }
 }
 
-/// The master's end of a floor: bare reads of the channel.
+/// The master's end of a floor: bare reads of the channel. A byte stream
+/// is read as the stream transports read it: after a read that returned
+/// less than it asked for (it emptied the stream), a zero-timeout poll
+/// decides whether to read again, since a pipe reader that comes straight
+/// back to the pipe's lock slows its writers (see `master_proto_pipe`'s
+/// source).
 struct FloorMaster {
     mechanism: Mechanism,
     master: OwnedFd,
@@ -550,6 +555,9 @@ impl Master for FloorMaster {
                         f(&[Item::Update(StatusUpdate::decode(record.try_into().unwrap_or(&[0; WIRE_SIZE])))]);
                     }
                     self.partial.drain(..whole);
+                    if n < self.buf.len() && !sys::wait_readable(self.master.as_fd(), Duration::ZERO)? {
+                        return Ok(false);
+                    }
                 }
                 Ok(n) => match StatusUpdate::decode_packet(&self.buf[..n]) {
                     Ok(update) => f(&[Item::Update(update)]),
