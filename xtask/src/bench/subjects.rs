@@ -675,6 +675,18 @@ floors! {
 /// (or its process killed), seen as hang-up on the child's end.
 pub(crate) const CLOSE_HANGUP: &str = "floor:close_hangup";
 
+/// [`CLOSE_HANGUP`] from a master with one more thread, parked for ever:
+/// the floor of a master that keeps a thread of its own (a death watch).
+/// A process dies when its last thread has; each thread's exit is work of
+/// its own before the files of the process are released.
+pub(crate) const CLOSE_HANGUP_THREADED: &str = "floor:close_hangup_threaded";
+
+/// [`CLOSE_HANGUP`] from a master that also holds a death word (proto's
+/// `shm::ControlArea`, as the shared-memory transports do): the parked
+/// thread is the death watch, whose exit the kernel marks in the word
+/// before the process's files are released.
+pub(crate) const CLOSE_HANGUP_WATCHED: &str = "floor:close_hangup_watched";
+
 /// The floor of `death_child_to_master`: the child SIGKILLed, seen as its
 /// pidfd becoming readable in the master (which then reaps it).
 pub(crate) const KILL_PIDFD: &str = "floor:kill_pidfd";
@@ -685,6 +697,20 @@ pub(crate) const KILL_PIDFD: &str = "floor:kill_pidfd";
 struct DeathFloorMaster {
     name: &'static str,
     ends: Vec<OwnedFd>,
+    /// The death word, for [`CLOSE_HANGUP_WATCHED`].
+    #[cfg(target_os = "linux")]
+    _death: Option<master_proto::shm::ControlArea>,
+}
+
+impl DeathFloorMaster {
+    fn new(name: &'static str) -> DeathFloorMaster {
+        DeathFloorMaster {
+            name,
+            ends: Vec::new(),
+            #[cfg(target_os = "linux")]
+            _death: None,
+        }
+    }
 }
 
 impl Master for DeathFloorMaster {
@@ -720,11 +746,40 @@ impl Sender for DeathFloorSender {
 }
 
 fn open_close_hangup() -> io::Result<Box<dyn Master>> {
-    Ok(Box::new(DeathFloorMaster { name: CLOSE_HANGUP, ends: Vec::new() }))
+    Ok(Box::new(DeathFloorMaster::new(CLOSE_HANGUP)))
+}
+
+fn open_close_hangup_threaded() -> io::Result<Box<dyn Master>> {
+    // One parked thread per process, however many channels it opens (as
+    // the death watch is).
+    static PARKED: std::sync::Once = std::sync::Once::new();
+    let mut spawned = Ok(());
+    PARKED.call_once(|| {
+        spawned = std::thread::Builder::new()
+            .name("parked".into())
+            .spawn(|| {
+                loop {
+                    std::thread::park()
+                }
+            })
+            .map(drop);
+    });
+    spawned?;
+    Ok(Box::new(DeathFloorMaster::new(CLOSE_HANGUP_THREADED)))
+}
+
+#[cfg(target_os = "linux")]
+fn open_close_hangup_watched() -> io::Result<Box<dyn Master>> {
+    let death = master_proto::shm::ControlArea::new(|words, watch| {
+        if let Some((word, tid)) = words.get(master_proto::shm::LIFE).zip(watch) {
+            word.store(tid, std::sync::atomic::Ordering::Relaxed);
+        }
+    })?;
+    Ok(Box::new(DeathFloorMaster { _death: Some(death), ..DeathFloorMaster::new(CLOSE_HANGUP_WATCHED) }))
 }
 
 fn open_kill_pidfd() -> io::Result<Box<dyn Master>> {
-    Ok(Box::new(DeathFloorMaster { name: KILL_PIDFD, ends: Vec::new() }))
+    Ok(Box::new(DeathFloorMaster::new(KILL_PIDFD)))
 }
 
 fn death_floor_sender() -> io::Result<Box<dyn Sender>> {
@@ -746,6 +801,9 @@ fn death_floor_subjects() -> Vec<Subject> {
     };
     vec![
         floor(CLOSE_HANGUP, &[Workload::DeathMasterToChild], open_close_hangup),
+        floor(CLOSE_HANGUP_THREADED, &[Workload::DeathMasterToChild], open_close_hangup_threaded),
+        #[cfg(target_os = "linux")]
+        floor(CLOSE_HANGUP_WATCHED, &[Workload::DeathMasterToChild], open_close_hangup_watched),
         floor(KILL_PIDFD, &[Workload::DeathChildToMaster], open_kill_pidfd),
     ]
 }
