@@ -55,13 +55,15 @@ pub(crate) fn open_pair(ty: socket2::Type) -> io::Result<(Socket, Socket)> {
 /// a reload makes old children exit.
 #[derive(Debug)]
 pub struct DgramSource {
+    /// The lifeline children get a copy of. First, so that it is the first
+    /// thing dropping the source closes: it is the children's disconnect
+    /// fd, and their notify looks at it before sending.
+    pub(crate) lifeline: Lifeline,
     master: Socket,
     /// The receive buffers, reused by every read.
     batch: sys::Batch,
     /// What children get at fd 5 (a duplicate per spawn).
     pub(crate) child_status: Socket,
-    /// The lifeline children get a copy of.
-    pub(crate) lifeline: Lifeline,
 }
 
 impl DgramSource {

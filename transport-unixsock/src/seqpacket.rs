@@ -255,6 +255,12 @@ const _: () = assert!(sys::SLOTS <= u8::MAX as usize);
 /// old children exit.
 #[derive(Debug)]
 pub struct ChannelSource {
+    /// Registered channels by child pid (also their epoll key). First, so
+    /// that dropping the source hangs up on the children before anything
+    /// else.
+    channels: HashMap<i32, Socket>,
+    /// Master ends made for spawns not registered yet, by generation.
+    pending: Vec<(u32, Socket)>,
     epoll: Epoll,
     /// The receive buffers, reused by every read.
     batch: sys::Batch,
@@ -262,10 +268,6 @@ pub struct ChannelSource {
     /// left records behind ends, so that the epoll descriptor makes a new
     /// edge.
     rearm: EventFd,
-    /// Registered channels by child pid (also their epoll key).
-    channels: HashMap<i32, Socket>,
-    /// Master ends made for spawns not registered yet, by generation.
-    pending: Vec<(u32, Socket)>,
     /// This round's channels, from one `epoll_wait`, with how many records
     /// each may still yield in it, so that no child starves the others.
     ready: VecDeque<(i32, u8)>,
