@@ -371,6 +371,11 @@ fn plot_quantiles() -> Vec<f64> {
     (0..=70).map(|i| 1.0 - 10f64.powf(-f64::from(i) / 20.0)).map(|q| q.clamp(0.0, 1.0)).collect()
 }
 
+/// One child sends one update at a time, each after the master's
+/// go-ahead; the latency of each is from the child's send (its clock) to
+/// the update in the master's hands (the drain handing it over), so that a
+/// master that reads inside its wait (tokio's `recv`) and one that reads
+/// after it (poll(2), then drain) are timed alike.
 fn wake_latency(args: &RoleArgs) -> io::Result<Map<String, Value>> {
     let mut master = (args.subject.open)()?;
     let mut child = spawn(master.as_mut(), args, 1, Stdio::piped(), Stdio::piped())?;
@@ -382,11 +387,19 @@ fn wake_latency(args: &RoleArgs) -> io::Result<Map<String, Value>> {
         let deadline = Instant::now() + WAIT;
         loop {
             if master.wait(deadline.saturating_duration_since(Instant::now()))? {
-                let now = sys::mono_ns();
-                let mut got = 0;
-                master.drain(&mut |batch| got += batch.iter().map(|&item| items(item)).sum::<u64>())?;
+                // Woken when the update is in the master's hands: the wait
+                // and the read it takes (a tokio master reads inside its
+                // wait, a poll(2) master after it).
+                let (mut got, mut at) = (0, 0);
+                master.drain(&mut |batch| {
+                    let n = batch.iter().map(|&item| items(item)).sum::<u64>();
+                    if n > 0 && got == 0 {
+                        at = sys::mono_ns();
+                    }
+                    got += n;
+                })?;
                 if got > 0 {
-                    woke.push(now);
+                    woke.push(at);
                     break;
                 }
             }
@@ -693,8 +706,8 @@ const QUIET: Duration = Duration::from_millis(50);
 /// poll(2) on the subject's descriptor and drains it when it fires.
 /// Metrics: the master's CPU time (user and system, `getrusage`) from the
 /// start signal to the last update, per update received; and each update's
-/// wake latency, from the active child's send to the master's return from
-/// poll (as in `wake_latency`).
+/// wake latency, from the active child's send to the update in the
+/// master's hands (as in `wake_latency`).
 fn sparse(args: &RoleArgs) -> io::Result<Map<String, Value>> {
     let mut master = (args.subject.open)()?;
     let (go_read, go_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
@@ -732,11 +745,17 @@ fn sparse(args: &RoleArgs) -> io::Result<Map<String, Value>> {
         // Quiet: once the active child is done, one last drain ends it.
         let done = !fired && children.0.first_mut().map(Child::try_wait).transpose()?.flatten().is_some();
         if fired || done {
-            let now = sys::mono_ns();
+            // As in `wake_latency`: woken when the update is in hand.
             let before = delivery.accepted;
-            master.drain(&mut |batch| batch.iter().for_each(|&item| delivery.take(item)))?;
+            let mut at = None;
+            master.drain(&mut |batch| {
+                if !batch.is_empty() {
+                    at.get_or_insert_with(sys::mono_ns);
+                }
+                batch.iter().for_each(|&item| delivery.take(item));
+            })?;
             let new = usize::try_from(delivery.accepted - before).map_err(err)?;
-            woke.extend(std::iter::repeat_n(now, new));
+            woke.extend(std::iter::repeat_n(at.unwrap_or(0), new));
         }
         if done || args.subject.every_update && delivery.accepted >= args.count {
             break;
