@@ -168,6 +168,11 @@
 //!     cargo test -p master-proto-scoreboard --release --lib --locked loom
 //! ```
 //!
+//! The master's reader is also fuzzed over arbitrary slot memory, hostile
+//! stores and sleep declarations beside an honest slot (the
+//! `scoreboard_slot` target in the workspace's `fuzz/`), through a hidden
+//! module that the feature `fuzzing` builds; it is not an API.
+//!
 //! # See also
 //!
 //! `master-proto-memfd`, the every-update shared-memory transport this one
@@ -187,6 +192,9 @@ cfg_if::cfg_if! {
         mod transport;
         #[cfg(test)]
         mod hostile_tests;
+        #[cfg(feature = "fuzzing")]
+        #[doc(hidden)]
+        pub mod fuzz;
 
         #[cfg(feature = "conformance")]
         pub use hostile::Scribbler;

@@ -107,6 +107,15 @@ impl Writer {
         Writer { seq: u32::MAX, who: None, rang: 0 }
     }
 
+    /// A writer for a fresh slot that counts its states on from `seq`, the
+    /// last one's (which the zeroed slot does not hold): its first state
+    /// has `seq + 2`. How the fuzz target reaches the wrap of `seq` without
+    /// 2^31 publishes.
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn resumed(seq: u32) -> Writer {
+        Writer { seq, who: None, rang: 0 }
+    }
+
     /// Publishes `update` as the slot's next state: `WHO` if it changed,
     /// then `STATE`, one plain store each. The caller then fences and asks
     /// [`must_ring`](Self::must_ring).
@@ -186,6 +195,13 @@ impl Reader {
     /// A reader for a fresh slot (a state word of zero is "no state yet").
     pub(crate) fn new() -> Reader {
         Reader { last: 0, seq: u32::MAX }
+    }
+
+    /// A reader for a fresh slot that has reported the state with `seq`
+    /// already: the match of [`Writer::resumed`].
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn resumed(seq: u32) -> Reader {
+        Reader { last: 0, seq }
     }
 
     /// Looks at the slot once: one load, and one more when it changed.
