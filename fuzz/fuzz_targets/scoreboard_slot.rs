@@ -140,13 +140,15 @@ impl Meaning {
         }
         // The states published since the last one reported, as far as the
         // numbers say: this one and the ones before it that nobody saw. A
-        // `seq` that says no state was published since overwrote nothing.
+        // `seq` that says no state was published since overwrote nothing,
+        // and neither does one behind the last (half the numbers or more
+        // ahead): no honest child goes back.
         let since = number(seq).wrapping_sub(self.reported) % NUMBERS;
         self.reported = number(seq);
         let (generation, pid) = halves(who);
         Look::Changed {
             update: StatusUpdate { pid: pid.cast_signed(), generation, status: Status(status.cast_signed()) },
-            skipped: u64::from(since.saturating_sub(1)),
+            skipped: if since >= NUMBERS / 2 { 0 } else { u64::from(since.saturating_sub(1)) },
         }
     }
 }

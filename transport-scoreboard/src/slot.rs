@@ -174,7 +174,9 @@ pub(crate) enum Look {
     Unchanged,
     /// A new state, and how many states the child published since the
     /// previous one reported (overwritten, never seen; as far as the
-    /// child's `seq` says).
+    /// child's `seq` says: a `seq` less than half the range ahead of the
+    /// last one counts the states between, one behind it, which no honest
+    /// child writes, counts none).
     Changed(StatusUpdate, u64),
     /// A state word with an even `seq`, which no honest child writes:
     /// reported once (until the word changes again), nothing delivered.
@@ -220,7 +222,10 @@ impl Reader {
             return Look::Corrupt(Malformed::Corrupt("slot state with an even sequence number"));
         }
         let (generation, pid) = halves(who.load(Ordering::Relaxed));
-        let skipped = u64::from((seq.wrapping_sub(self.seq) / 2).saturating_sub(1));
+        let step = seq.wrapping_sub(self.seq);
+        // A step back (more than half the range ahead, read as unsigned)
+        // is a scribble, not 2^31 states nobody saw.
+        let skipped = if step >= 1 << 31 { 0 } else { u64::from((step / 2).saturating_sub(1)) };
         self.seq = seq;
         Look::Changed(
             StatusUpdate { pid: pid.cast_signed(), generation, status: Status(status.cast_signed()) },
@@ -269,6 +274,13 @@ mod tests {
             w.publish(mem.words(), up(n));
         }
         assert_eq!(r.look(mem.words()), Look::Changed(up(9), 7), "the latest, seven overwritten");
+        // A state word one behind the last (a scribble: an honest seq only
+        // moves on) is delivered, but overwrote nothing.
+        let (seq, status) = halves(mem.words()[STATE].load(Ordering::Relaxed));
+        mem.words()[STATE].store(word(seq - 2, status), Ordering::Relaxed);
+        assert!(matches!(r.look(mem.words()), Look::Changed(_, 0)), "a step back counts no overwritten state");
+        mem.words()[STATE].store(word(seq, status), Ordering::Relaxed);
+        assert!(matches!(r.look(mem.words()), Look::Changed(_, 0)), "and the step forward again none either");
         assert_eq!(r.look(mem.words()), Look::Unchanged);
         // The same status again is a new state: a new seq.
         w.publish(mem.words(), up(9));
