@@ -364,10 +364,13 @@ impl Run {
             }
             Pid::Small(pid) => i32::from(pid) % 1000,
             Pid::Any(pid) => pid,
-            Pid::Fresh => {
+            Pid::Fresh => loop {
+                // Past any pid an input took with `Any` or `Small` too.
                 self.next_pid += 1;
-                self.next_pid
-            }
+                if !self.model.children.contains_key(&self.next_pid) && !self.dead.contains(&self.next_pid) {
+                    break self.next_pid;
+                }
+            },
         }
     }
 
