@@ -1,7 +1,8 @@
 //! Property tests: a consumer fed arbitrary ring memory and arbitrary
 //! hostile writes never panics, reports what it rejects, and an honest ring
 //! next to it stays exact; the same through real sealed memfds. Plus the
-//! source's bookkeeping of rings (registering, forgetting) in one process.
+//! source's bookkeeping of rings (registering, forgetting, which it
+//! watches and which it sleeps on) in one process.
 
 use std::os::fd::OwnedFd;
 
@@ -340,4 +341,150 @@ fn a_doorbell_reset_by_one_child_strands_no_other() {
         matches!(got, Some(Received::Update { update, sender: Sender::Channel(802) }) if update.status == Status::TAKEN),
         "{got:?}"
     );
+}
+
+/// A sleeping master with many idle children looks, per wake-up, at the
+/// ring that rang, not at the others; going back to sleep after a child
+/// was busy looks again at that child's ring only.
+#[test]
+fn a_wakeup_looks_at_the_ring_that_rang_not_at_every_ring() {
+    use std::os::fd::AsFd;
+    const CHILDREN: i32 = 64;
+    let mut source = Memfd.open().expect("open");
+    let sinks: Vec<MemfdSink> = (0..CHILDREN).map(|k| in_process_sink(&mut source, 20, 1000 + k)).collect();
+    // Every child busy once: two updates each make the master watch every
+    // ring, and the drain's pass that finds nothing keeps watching them;
+    // the next drain, finding nothing again, sleeps on them all.
+    for sink in &sinks {
+        sink.notify(Status::TAKEN).expect("notify");
+        sink.notify(Status::AVAIL).expect("notify");
+    }
+    assert_eq!(source.drain(|_| {}), Ok(2 * 64));
+    assert_eq!(source.watched(), 64, "the first empty pass keeps watching");
+    assert_eq!(source.drain(|_| {}), Ok(0));
+    assert_eq!(source.watched(), 0, "the second sleeps on every ring");
+    assert_eq!(source.sleep_word(1000), Some(1));
+    // One update at a time, from each child in turn: each wake-up looks at
+    // that child's ring twice (its record, then empty) and leaves it slept on.
+    for (k, sink) in (0..).zip(&sinks) {
+        let looks = source.looks();
+        sink.notify(Status(k)).expect("notify");
+        let mut fds = [nix::poll::PollFd::new(source.as_fd(), nix::poll::PollFlags::POLLIN)];
+        assert_eq!(nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO), Ok(1), "child {k} rang");
+        let mut got = Vec::new();
+        source.drain(|item| got.push(item)).expect("read");
+        assert!(
+            matches!(got[..], [Received::Update { update, sender: Sender::Channel(p) }] if update.status == Status(k) && p == 1000 + k),
+            "child {k}: {got:?}"
+        );
+        assert_eq!(source.looks() - looks, 2, "child {k}: looks at one ring of {CHILDREN}");
+        assert_eq!(source.watched(), 0);
+    }
+    // A burst wakes its ring; going back to sleep looks at it alone.
+    let looks = source.looks();
+    for n in 0..3 {
+        sinks[5].notify(Status(n)).expect("notify");
+    }
+    assert_eq!(source.drain(|_| {}), Ok(3));
+    assert_eq!(source.watched(), 1);
+    assert_eq!(source.sleep_word(1005), Some(0), "watched: its child stops ringing");
+    assert_eq!(source.drain(|_| {}), Ok(0));
+    assert_eq!(source.watched(), 0);
+    assert_eq!(source.sleep_word(1005), Some(1));
+    assert_eq!(source.looks() - looks, 4, "a pass with the burst, one empty, one empty and the last look");
+}
+
+/// Only the rings that went idle are slept on: with one child busy and one
+/// idle, the master sleeps on the idle child's ring (whose next update
+/// rings its doorbell) and watches the busy one (whose updates ring
+/// nothing).
+#[test]
+fn only_the_rings_that_went_idle_are_slept_on() {
+    let mut source = Memfd.open().expect("open");
+    let busy = in_process_sink(&mut source, 30, 2001);
+    let idle = in_process_sink(&mut source, 30, 2002);
+    for sink in [&busy, &idle] {
+        sink.notify(Status::TAKEN).expect("notify");
+        sink.notify(Status::AVAIL).expect("notify");
+    }
+    assert_eq!(source.drain(|_| {}), Ok(4));
+    assert_eq!(source.watched(), 2);
+    for n in 0..3 {
+        busy.notify(Status(n)).expect("notify");
+        assert_eq!(source.drain(|_| {}), Ok(1));
+    }
+    assert_eq!(source.watched(), 1, "the idle ring is slept on, the busy one watched");
+    assert_eq!((source.sleep_word(2001), source.sleep_word(2002)), (Some(0), Some(1)));
+    busy.notify(Status(3)).expect("notify");
+    idle.notify(Status(4)).expect("notify");
+    assert_eq!(source.bell_count(2001), Some(0), "a watched ring's child does not ring");
+    assert_eq!(source.bell_count(2002), Some(1), "a slept-on ring's child rings");
+    let mut got = Vec::new();
+    source.drain(|item| got.push(item)).expect("read");
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(source.bell_count(2002), Some(0), "reset before the ring was looked at");
+}
+
+/// A child that clears its ring's `SLEEP` word (as a hostile child may)
+/// keeps only itself from ringing: the master, asleep on both rings, still
+/// hears the honest child, and has the other's update once it forgets that
+/// child's ring.
+#[test]
+fn a_child_that_clears_its_sleep_word_strands_only_itself() {
+    use std::os::fd::AsFd;
+    let mut source = Memfd.open().expect("open");
+    let mut hostile = in_process_sink(&mut source, 1, 901);
+    let honest = in_process_sink(&mut source, 2, 902);
+    assert_eq!(source.try_recv(), Ok(None), "registered, nothing sent");
+    assert_eq!(hostile.scribble(4 * crate::ring::SLEEP, &0u32.to_ne_bytes()), 4);
+    hostile.notify(Status::TAKEN).expect("notify");
+    assert_eq!(source.bell_count(901), Some(0), "it reads its own word, and does not ring");
+    honest.notify(Status::AVAIL).expect("notify");
+    let mut fds = [nix::poll::PollFd::new(source.as_fd(), nix::poll::PollFlags::POLLIN)];
+    assert_eq!(nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO), Ok(1), "the honest child's ring is heard");
+    let mut got = Vec::new();
+    source.drain(|item| got.push(item)).expect("read");
+    assert!(
+        matches!(got[..], [Received::Update { update, sender: Sender::Channel(902) }] if update.status == Status::AVAIL),
+        "{got:?}"
+    );
+    let mut fds = [nix::poll::PollFd::new(source.as_fd(), nix::poll::PollFlags::POLLIN)];
+    assert_eq!(nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO), Ok(0), "nothing more rang");
+    Memfd.forget_child(&mut source, 901).expect("forget_child");
+    got.clear();
+    source.drain(|item| got.push(item)).expect("read");
+    assert!(
+        matches!(got[..], [Received::Update { update, sender: Sender::Channel(901) }] if update.status == Status::TAKEN),
+        "{got:?}"
+    );
+}
+
+/// A ring that stays empty while another keeps every pass busy is slept on
+/// after `LONG_IDLE` empty looks, within the drain: the passes after that
+/// look at the busy ring alone.
+#[test]
+fn a_ring_idle_beside_a_busy_one_is_slept_on_within_a_drain() {
+    use crate::source::{LONG_IDLE, STREAK};
+    let mut source = Memfd.open().expect("open");
+    let busy = in_process_sink(&mut source, 40, 3001);
+    let idle = in_process_sink(&mut source, 40, 3002);
+    for sink in [&busy, &idle] {
+        sink.notify(Status::TAKEN).expect("notify");
+        sink.notify(Status::AVAIL).expect("notify");
+    }
+    // Both watched, each found empty once (the drain's last pass).
+    assert_eq!(source.drain(|_| {}), Ok(4));
+    assert_eq!(source.watched(), 2);
+    let passes = LONG_IDLE + 10;
+    for n in 0..STREAK * passes {
+        busy.notify(Status(n.cast_signed())).expect("notify");
+    }
+    let looks = source.looks();
+    assert_eq!(source.drain(|_| {}), Ok((STREAK * passes) as usize));
+    assert_eq!(source.watched(), 1, "the idle ring slept on, the busy one watched");
+    assert_eq!(source.sleep_word(3002), Some(1));
+    // The busy ring: a look per pass, and the empty pass that ends the
+    // drain. The idle one: empty looks until it had LONG_IDLE in a row,
+    // then its last look.
+    assert_eq!(source.looks() - looks, u64::from(passes + 1) + u64::from(LONG_IDLE));
 }

@@ -29,6 +29,7 @@
 //! | offset | word | written by |
 //! |---|---|---|
 //! | 0 | `waiting`: non-zero while the child sleeps on a full ring | child |
+//! | 32 | `sleep`: non-zero while the master sleeps on this ring (the child rings after publishing) | master |
 //! | 64 | `tail`: index of the next record to consume (a futex word) | master |
 //! | 68 | `capacity`: slots, a power of two ([`RING_SLOTS`]) | master, before the child exists |
 //! | 128 + 16·k | slot k, word `rec`: `seq` (high 32 bits), `status` (low) | child |
@@ -42,8 +43,8 @@
 //!
 //! | offset | word | meaning |
 //! |---|---|---|
-//! | 0 | `asleep` | non-zero while the master may be waiting on its descriptor |
-//! | 4 | `fence` | 1: the master issues `membarrier(GLOBAL_EXPEDITED)` on its way to sleep |
+//! | 0 | (unused) | |
+//! | 4 | `fence` | 1: the master issues `membarrier(GLOBAL_EXPEDITED)` on its way to sleep on rings |
 //! | 8 | `armed` | 1: the death word is on a robust futex list |
 //! | 12 | `life` | the death word: the master's watch thread's TID; bit `0x4000_0000` set once the master has gone |
 //!
@@ -53,21 +54,22 @@
 //! return `Disconnected`. If the ring is full, block (below). Write the
 //! slot: `rec` = (writing, 0), `who`, then `rec` = (published, status)
 //! with release: that one 64-bit store publishes the whole record. Then a
-//! fence, then read `asleep`; only if it is set, write its doorbell. While
-//! the master is awake that is two loads, three stores into the ring and a
-//! compiler fence: no system call, no locked instruction. (A child's
-//! threads share its one ring through a lock biased towards the first
-//! thread that notifies: that thread enters it with plain stores; another
-//! thread revokes the bias once, with a private expedited `membarrier`,
-//! after which all take a mutex private to the child.)
+//! fence, then read the ring's own `sleep` word; only if it is set, write
+//! its doorbell. While the master watches the ring that is two loads,
+//! three stores into the ring and a compiler fence: no system call, no
+//! locked instruction. (A child's threads share its one ring through a
+//! lock biased towards the first thread that notifies: that thread enters
+//! it with plain stores; another thread revokes the bias once, with a
+//! private expedited `membarrier`, after which all take a mutex private to
+//! the child.)
 //!
-//! **Consume** (the master's `drain` or `try_recv`): take rings in turn,
-//! up to 64 records from each per pass. For each, read the `rec` word of
-//! the slot the master's own `tail` names (acquire): "published, record
-//! `tail`" is a record (then `who`); "being written" or the slot's previous
-//! value (zero before the ring's first lap, then the previous lap's
-//! record) is nothing yet; anything else is a slot the child scribbled on,
-//! reported once as
+//! **Consume** (the master's `drain` or `try_recv`): a pass takes the rings
+//! the master looks at (below) in turn, up to 64 records from each. For
+//! each, read the `rec` word of the slot the master's own `tail` names
+//! (acquire): "published, record `tail`" is a record (then `who`); "being
+//! written" or the slot's previous value (zero before the ring's first
+//! lap, then the previous lap's record) is nothing yet; anything else is a
+//! slot the child scribbled on, reported once as
 //! [`Malformed::Corrupt`](master_proto::Malformed::Corrupt): the master
 //! puts the slot's previous value back (a compare-and-swap, so a store the
 //! child made since is kept) and keeps its index. The master reads no index
@@ -77,57 +79,69 @@
 //! back every quarter ring and whenever a ring runs empty. One `drain`
 //! makes at most 64 passes, so children that outrun the master cannot keep
 //! it there; a drain ended so rings the master's own bell (below).
+//! `try_recv` makes one pass when it has nothing in hand, and hands out
+//! what it took one item at a time.
 //!
-//! **Sleep and wake**, no wake-up lost: when a scan finds nothing, the
-//! master resets the doorbells that rang and its own bell, sets `asleep`,
-//! issues a full barrier (`membarrier` when children registered for it,
-//! else a `SeqCst` fence on both sides), and scans again; only then does
-//! `try_recv` return `None`. A child publishes, then reads `asleep`: either
-//! the master's second scan sees the record, or the child sees `asleep` and
-//! rings. While `asleep` is clear the master keeps its own bell readable,
-//! so a master that polls
-//! before draining never waits on pending records; `asleep` is cleared on
-//! the second record after a wake-up (the first is returned at once, so the
-//! eventfd write does not delay it). An awake master goes to sleep on its
-//! second empty look in a row, not its first: a child producing steadily,
-//! a little slower than the master drains, then finds it awake instead of
-//! ringing for every update. The price is one spurious readiness of the
-//! master's descriptor after a busy period (a poll that returns at once, then a
-//! `try_recv` that finds nothing and puts the master to sleep).
+//! **Sleep and wake, per ring**, no wake-up lost. The master *watches* a
+//! ring (`sleep` clear: it looks at it on every pass, and the child does
+//! not ring) or *sleeps on* it (`sleep` set: the child rings after every
+//! publish, and the master looks at the ring only once its doorbell rang).
+//! A new ring is slept on. Going to sleep on rings it watched, the master
+//! sets `sleep` in each, issues one full barrier for all of them
+//! (`membarrier` when children registered for it, else a `SeqCst` fence on
+//! both sides), and looks at each once more: either that look sees the
+//! record, or the child sees `sleep` set and rings. Before it looks at a
+//! ring it sleeps on, the master resets the ring's doorbell, so a record
+//! the look misses rings it again; `sleep` stays set meanwhile, so that
+//! look needs no barrier. The master watches a ring it sleeps on once the
+//! ring yields a second record in a row (the first is returned at once: an
+//! update now and then, as a prefork service's children send them, costs
+//! the master a look or two at its child's ring and no barrier); it clears
+//! `sleep`, first making its own bell readable so that a master that polls
+//! before draining never waits on the ring's records. It goes back to
+//! sleep on a ring it watches once the ring was found empty twice in a row
+//! and the second time by a pass that found nothing at all (the first
+//! such pass ends the call: see edge-triggered masters, below), or 32
+//! times in a row while other rings keep the passes busy; the rings that
+//! went idle together share the barrier. So a child producing steadily, a
+//! little slower than the master drains, finds its ring watched instead of
+//! ringing for every update; the price is one spurious readiness of the
+//! master's descriptor after a busy period (a poll that returns at once,
+//! then a call that finds nothing and goes to sleep on the rings that
+//! were busy). The memory-ordering argument is in the module `ring`'s
+//! docs, and its loom models check it (below).
 //!
 //! **Which rings a look takes**: a look at a ring reads the slot at the
 //! master's `tail`, one cache line in a page of its own (a cache miss and,
-//! under a hypervisor, a costly TLB miss), so looking at every ring would
-//! make each wake-up of a sleeping master cost more with every idle child
-//! (about 3× the CPU per update at 512 children of one, in the bench's
-//! `sparse` workload, when every look takes every ring). While `asleep` is
-//! set every publish rings its child's own doorbell, so the master looks
-//! only at the rings whose doorbell rang (it asks epoll, then resets each
-//! doorbell before looking at its ring: what the child publishes later
-//! rings again) and at rings that yielded records and may hold more; a
-//! ring found empty leaves that set. While the master is awake children do
-//! not ring, so every pass takes every ring (the passes are then shared by
-//! many records), and so does the first look after it declares itself
-//! asleep, until one pass has taken them all. The children's marks come
-//! through the kernel, not a shared page: a page they all could write would
-//! let one child clear another's mark, and lose its wake-up.
+//! under a hypervisor, a costly TLB miss), so a pass looks only at the
+//! rings the master watches and at the rings it sleeps on that rang, or
+//! yielded records and may hold more (it asks epoll which rang, then
+//! resets each doorbell before looking at its ring); a ring slept on and
+//! found empty leaves that set. Going to sleep looks again at the rings
+//! that were busy, not at every ring: a wake-up of a master with hundreds
+//! of idle children costs what it costs with one. The children's marks
+//! come through the kernel, not a shared page: a page they all could write
+//! would let one child clear another's mark, and lose its wake-up; and
+//! each child reads only its own ring's `sleep` word, which nobody else
+//! can write but the master.
 //!
 //! **Edge-triggered masters** (tokio, mio, `EPOLLET`; contract item 7): a
-//! readable bell makes no new edge, and children do not ring while the
-//! master is awake. So whenever a `try_recv` or `drain` call ends a drain
-//! with the master awake (its first empty look) or with records maybe left
-//! (`drain`'s bound), the master rings its own bell, unless that
-//! same call already rang it without resetting it since (the ring that
-//! made it awake, in a `drain`): the counter changes, which wakes the
-//! epoll instance's waiters, a new edge,
-//! and the master's next wait returns at once to look again (and then,
-//! finding nothing, to go to sleep, after which children ring). A ring in
-//! an earlier call does not count: a reactor on another thread (tokio's
-//! multi-thread runtime) may have taken that edge already, and clears the
-//! readiness it made once this call says `None`. A drain that ends asleep
-//! needs nothing: every later publish rings. This costs the master one
-//! eventfd write per drain that ends awake; the child's side is unchanged
-//! (no system call, no locked instruction while the master is awake).
+//! readable bell makes no new edge, and children of watched rings do not
+//! ring. So whenever a `try_recv` or `drain` call ends a drain with some
+//! ring watched, items in hand or records maybe left (`drain`'s bound),
+//! the master rings its own bell, unless that same call already rang it
+//! without resetting it since (the ring that made it watch a ring, in a
+//! `drain`): the counter changes, which wakes the epoll instance's
+//! waiters, a new edge, and the master's next wait returns at once to look
+//! again (and then, finding nothing, to go to sleep on those rings, after
+//! which their children ring). A ring in an earlier call does not count: a
+//! reactor on another thread (tokio's multi-thread runtime) may have taken
+//! that edge already, and clears the readiness it made once this call
+//! says `None`. A call that ends with every ring slept on resets the own
+//! bell, and needs nothing more: every later publish rings. This costs the
+//! master one eventfd write per drain that ends with rings watched; the
+//! child's side is unchanged (no system call, no locked instruction while
+//! the master watches its ring).
 //!
 //! **Master gone**: a thread of the master (the death watch, one per
 //! process, which sleeps for ever) has a robust futex list
@@ -157,10 +171,14 @@
 //! updates with whatever pid and status the child wrote, all under that
 //! child's [`Sender::Channel`](master_proto::Sender::Channel) pid. It can
 //! set `waiting` for ever (the master then makes one `FUTEX_WAKE` per write
-//! back of its `tail`), ring or reset its doorbell (the master wakes up for
-//! nothing, or its own records wait for the master's next wake-up), or
-//! publish without ringing (the same). It holds no other child's doorbell,
-//! so it cannot reset one and strand that child's records. It cannot resize or unmap any memory the master maps (sealed),
+//! back of its `tail`), write its ring's `sleep` word (it only decides
+//! whether this child rings: the master never reads it back, and keeps
+//! its own account of which rings it sleeps on), ring or reset its
+//! doorbell (the master wakes up for nothing, or this child's records wait
+//! until it rings again, or the master forgets it), or publish without
+//! ringing (the same). It holds no other child's doorbell and can write no
+//! other child's `sleep` word, so it cannot strand another child's
+//! records. It cannot resize or unmap any memory the master maps (sealed),
 //! write another child's ring (it has no descriptor for it) or the control
 //! area (sealed against writable mappings and writes), or make the master
 //! block: no lock exists that a child could hold, and a child killed at any
@@ -171,10 +189,12 @@
 //!
 //! # Proof
 //!
-//! The ring algorithm and the sleep/wake handshake (the private module `ring`) are safe code
-//! over atomics imported from a `cfg(loom)` shim. Their loom models (among
-//! them the handshake seen by an edge-triggered wait: an awake master that
-//! finds nothing is never left asleep on a record) run with:
+//! The ring algorithm and the per-ring sleep/wake handshake (the private
+//! module `ring`) are safe code over atomics imported from a `cfg(loom)`
+//! shim. Their loom models (going to sleep on one ring and on two with one
+//! barrier, a ring slept on across wake-ups, and the handshake seen by an
+//! edge-triggered wait: a master that finds a watched ring empty is never
+//! left asleep on a record) run with:
 //!
 //! ```sh
 //! RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 CARGO_TARGET_DIR=target/loom \

@@ -1,17 +1,23 @@
-//! Loom models of the ring and the sleep/wake handshake: every interleaving
-//! (up to `LOOM_MAX_PREEMPTIONS` preemptions) of small cases.
+//! Loom models of the ring and the per-ring sleep/wake handshake: every
+//! interleaving (up to `LOOM_MAX_PREEMPTIONS` preemptions) of small cases.
 //!
 //! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test -p master-proto-memfd --release --lib loom`
+//!
+//! The master's barrier on its way to sleep is modelled as a `SeqCst` fence
+//! on both sides, which is what a child not registered for `membarrier`
+//! does, and exactly what `membarrier` gives a registered child, whose
+//! compiler fence keeps its publish before its load of `SLEEP`: the full
+//! barrier the kernel runs on the child's CPU falls before the publish (then
+//! the load sees the master's store), after the load (then the publish is
+//! visible once the call returns), or between the two, as the fence does.
+//! A doorbell is a counter, or, for the edge-triggered model, what an
+//! `EPOLLET` wait sees of the master's epoll.
 
 use loom::sync::{Arc, Mutex};
 use loom::thread;
 use master_proto::{Status, StatusUpdate};
 
-use crate::ring::{self, ASLEEP, AtomicU32, CONTROL_WORDS, Consumer, Item, Ordering, Producer, RingMem, fence};
-
-fn memory(words: usize) -> Arc<Vec<AtomicU32>> {
-    Arc::new((0..words).map(|_| AtomicU32::new(0)).collect())
-}
+use crate::ring::{self, AtomicU32, Consumer, Item, Ordering, Producer, RingMem, fence};
 
 fn ring(capacity: u32) -> (Arc<RingMem>, Consumer) {
     let mem = Arc::new(RingMem::new(capacity));
@@ -94,122 +100,237 @@ fn loom_two_producers_own_rings() {
     });
 }
 
-/// The sleep/wake handshake: the master, awake, finds nothing, resets the
-/// doorbell, declares itself asleep, fences (membarrier modelled as a
-/// `SeqCst` fence) and scans again; the child publishes, fences and rings
-/// if it sees "asleep". In every interleaving the master either saw the
-/// record or finds the doorbell rung: no wake-up is lost.
+/// The doorbells as the handshake sees them, in the master's epoll: the
+/// counters of the child's doorbell and of the master's own bell, and
+/// whether an edge is queued for an edge-triggered wait (tokio, mio,
+/// `EPOLLET`) on the epoll's descriptor since that wait last returned. One
+/// lock stands for the kernel's: a write, a reset and a wait are each
+/// atomic, and order what the thread did before them before what the next
+/// one to take the lock does after.
+#[derive(Debug, Default)]
+struct Epoll {
+    child: u64,
+    own: u64,
+    queued: bool,
+}
+
+/// The child rings its doorbell (an eventfd write: the counter changes,
+/// which queues an edge).
+fn ring_child(epoll: &Mutex<Epoll>) {
+    let mut e = epoll.lock().expect("the epoll");
+    e.child += 1;
+    e.queued = true;
+}
+
+/// The master rings its own bell.
+fn ring_own(epoll: &Mutex<Epoll>) {
+    let mut e = epoll.lock().expect("the epoll");
+    e.own += 1;
+    e.queued = true;
+}
+
+/// The master asks the epoll and resets the child's doorbell if it rang
+/// (`epoll_wait`, then a read of the eventfd); whether it had.
+fn take_child(epoll: &Mutex<Epoll>) -> bool {
+    std::mem::take(&mut epoll.lock().expect("the epoll").child) > 0
+}
+
+/// The master resets its own bell. A queued edge stays queued, but a wait
+/// finds nothing readable and reports nothing.
+fn reset_own(epoll: &Mutex<Epoll>) {
+    epoll.lock().expect("the epoll").own = 0;
+}
+
+/// An `EPOLLET` wait on the epoll's descriptor, without blocking: whether
+/// it returns (an edge queued since the last wait, and a bell readable
+/// now).
+fn wait_edge(epoll: &Mutex<Epoll>) -> bool {
+    let mut e = epoll.lock().expect("the epoll");
+    let fired = e.queued && (e.child > 0 || e.own > 0);
+    e.queued = false;
+    fired
+}
+
+/// The child's publish as the sink does it: the record, a full fence (the
+/// compiler fence a master's `membarrier` makes enough, see the module
+/// docs), then its ring's `SLEEP` word; set: it rings.
+fn publish_and_ring(mem: &RingMem, p: &mut Producer, n: i32, ring_bell: impl FnOnce()) {
+    p.push(mem.ring(), update(3, n));
+    fence(Ordering::SeqCst);
+    if ring::must_ring(mem.ring()) {
+        ring_bell();
+    }
+}
+
+/// Going to sleep on one ring: the master watches the ring (`SLEEP` 0),
+/// looks and finds nothing, then sleeps on it (`SLEEP` 1, the barrier, a
+/// last look); the child publishes, fences and rings if it sees `SLEEP`
+/// set. In every interleaving the master saw the record or the doorbell
+/// rang: no wake-up is lost. And the child rang only if the master slept
+/// on its ring.
 #[test]
-fn loom_sleep_wake_no_lost_wakeup() {
+fn loom_going_to_sleep_on_a_ring_loses_no_wakeup() {
     loom::model(|| {
-        let (words, mut consumer) = ring(2);
-        let control = memory(CONTROL_WORDS);
-        let bell = Arc::new(AtomicU32::new(0));
-        let (w, c, b) = (Arc::clone(&words), Arc::clone(&control), Arc::clone(&bell));
+        let (mem, mut consumer) = ring(2);
+        let epoll = Arc::new(Mutex::new(Epoll::default()));
+        let (m, e) = (Arc::clone(&mem), Arc::clone(&epoll));
         let child = thread::spawn(move || {
-            let mut p = Producer::new(w.ring()).expect("a valid ring");
-            p.push(w.ring(), update(3, 1));
-            fence(Ordering::SeqCst);
-            if ring::must_ring(&c) {
-                b.fetch_add(1, Ordering::SeqCst);
-            }
+            let mut p = Producer::new(m.ring()).expect("a valid ring");
+            publish_and_ring(&m, &mut p, 1, || ring_child(&e));
         });
-        let mut seen = consumer.next(words.ring()).is_some();
-        if !seen {
-            bell.swap(0, Ordering::SeqCst);
-            ring::declare_asleep(&control, || fence(Ordering::SeqCst));
-            seen = consumer.next(words.ring()).is_some();
+        let mut seen = consumer.next(mem.ring()).is_some();
+        let slept = !seen;
+        if slept {
+            ring::declare_asleep(mem.ring());
+            fence(Ordering::SeqCst);
+            seen = consumer.next(mem.ring()).is_some();
         }
-        // The master would now wait on the doorbell; the child is done.
         child.join().expect("the child");
-        assert!(seen || bell.load(Ordering::SeqCst) > 0, "lost wake-up: nothing seen and the doorbell silent");
-        if bell.load(Ordering::SeqCst) > 0 {
-            assert_eq!(control[ASLEEP].load(Ordering::Relaxed), 1, "the child rang only because the master slept");
+        let rang = take_child(&epoll);
+        assert!(seen || rang, "lost wake-up: nothing seen and the doorbell silent");
+        assert!(slept || !rang, "the child rang while the master watched its ring");
+    });
+}
+
+/// One barrier for several rings, as a pass puts every ring that went idle
+/// to sleep together: the master stores `SLEEP` 1 in two rings, passes one
+/// barrier, and looks at each once more, while each ring's child publishes
+/// and rings if it sees its ring's word set. For each ring, the master saw
+/// the record or that child rang.
+#[test]
+fn loom_one_barrier_puts_two_rings_to_sleep() {
+    loom::model(|| {
+        let rings = [ring(2), ring(2)];
+        let bells = [Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0))];
+        let children: Vec<_> = (0..2)
+            .map(|k| {
+                let (m, b) = (Arc::clone(&rings[k].0), Arc::clone(&bells[k]));
+                thread::spawn(move || {
+                    let mut p = Producer::new(m.ring()).expect("a valid ring");
+                    publish_and_ring(&m, &mut p, 1, || {
+                        b.fetch_add(1, Ordering::SeqCst);
+                    });
+                })
+            })
+            .collect();
+        let [(a, mut ca), (b, mut cb)] = rings;
+        ring::declare_asleep(a.ring());
+        ring::declare_asleep(b.ring());
+        fence(Ordering::SeqCst);
+        let seen = [ca.next(a.ring()).is_some(), cb.next(b.ring()).is_some()];
+        for child in children {
+            child.join().expect("a child");
+        }
+        for k in 0..2 {
+            assert!(seen[k] || bells[k].load(Ordering::SeqCst) > 0, "ring {k}: lost wake-up");
         }
     });
 }
 
-/// The doorbell as an edge-triggered epoll (tokio, mio, `EPOLLET`) sees
-/// it: the eventfd's counter, and whether a write since the last wait left
-/// the epoll item queued. One lock stands for the kernel's: a write, a
-/// reset and a wait are each atomic.
-#[derive(Debug, Default)]
-struct EdgeBell {
-    count: u64,
-    queued: bool,
-}
-
-/// An eventfd write: the counter changes, which queues an edge.
-fn ring_bell(bell: &Mutex<EdgeBell>) {
-    let mut b = bell.lock().expect("the bell");
-    b.count += 1;
-    b.queued = true;
-}
-
-/// The master resets the doorbell (reads the eventfd to zero). A queued
-/// edge stays queued, but a wait finds the eventfd unreadable and reports
-/// nothing.
-fn reset_bell(bell: &Mutex<EdgeBell>) {
-    bell.lock().expect("the bell").count = 0;
-}
-
-/// An `EPOLLET` wait, without blocking: whether it reports the doorbell
-/// (an edge queued since the last wait, and the eventfd readable now).
-fn wait_edge(bell: &Mutex<EdgeBell>) -> bool {
-    let mut b = bell.lock().expect("the bell");
-    let fired = b.queued && b.count > 0;
-    b.queued = false;
-    fired
-}
-
-/// Edge-safety (contract item 7): an awake master whose look finds nothing
-/// ends its drain while children do not ring; it leaves an edge (rings the
-/// doorbell itself, unless the same call rang it already when it became
-/// awake), waits edge-triggered, looks again, finds nothing, and goes to
-/// sleep (reset, "asleep", barrier, a last look). A child publishes one
-/// record at any point and rings only if it sees "asleep". In every
-/// interleaving, once the child is done, the master has seen the record or
-/// its next edge-triggered wait fires: it is never left asleep on a
-/// pending record.
+/// A ring slept on, across wake-ups: the master sleeps on the ring from
+/// the start; each time its doorbell has rung, it resets it, then looks
+/// until the ring is empty, leaving it slept on (no barrier) unless it
+/// yielded a second record in a row, when the master watches it (`SLEEP`
+/// 0) and, once it is empty, sleeps on it again (`SLEEP` 1, the barrier, a
+/// last look). The child publishes three records, ringing after each while
+/// it sees its ring's word set. Once the child is done, the master has
+/// taken all three, in order, or holds a ring it has not taken yet: never
+/// asleep on a record nobody rang for.
 #[test]
-fn loom_awake_master_leaves_an_edge() {
+fn loom_a_ring_slept_on_rings_for_every_record() {
+    loom::model(|| {
+        let (mem, mut consumer) = ring(4);
+        ring::declare_asleep(mem.ring());
+        let bell = Arc::new(AtomicU32::new(0));
+        let (m, b) = (Arc::clone(&mem), Arc::clone(&bell));
+        let child = thread::spawn(move || {
+            let mut p = Producer::new(m.ring()).expect("a valid ring");
+            for n in 0..3 {
+                publish_and_ring(&m, &mut p, n, || {
+                    b.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+        });
+        let (mut got, mut asleep) = (0, true);
+        let mut take = |consumer: &mut Consumer| {
+            let item = consumer.next(mem.ring());
+            if let Some(item) = item {
+                assert_eq!(item, Item::Update(update(3, got)), "whole and in order");
+                got += 1;
+            }
+            item.is_some()
+        };
+        for _ in 0..3 {
+            // Slept on and silent: the master would wait for the doorbell.
+            if asleep && bell.swap(0, Ordering::SeqCst) == 0 {
+                continue;
+            }
+            let mut run = 0;
+            while take(&mut consumer) {
+                run += 1;
+                if asleep && run == 2 {
+                    ring::declare_awake(mem.ring());
+                    asleep = false;
+                }
+            }
+            if !asleep {
+                ring::declare_asleep(mem.ring());
+                fence(Ordering::SeqCst);
+                asleep = true;
+                while take(&mut consumer) {}
+            }
+        }
+        child.join().expect("the child");
+        assert!(got == 3 || bell.load(Ordering::SeqCst) > 0, "a stall: {got} of 3 taken and no ring pending");
+    });
+}
+
+/// Edge-safety (contract item 7): the master watches the ring (its child
+/// does not ring). A call finds it empty and ends with the ring still
+/// watched, so it leaves an edge (rings its own bell, unless the same call
+/// rang it already, as it does before it wakes a ring); the master waits
+/// edge-triggered (which must return), the next call finds the ring empty
+/// again and sleeps on it (`SLEEP` 1, the barrier, a last look), and with
+/// nothing watched and nothing found resets its own bell and waits. The
+/// child publishes one record at any point. Once it is done, the master
+/// has seen the record, or its next edge-triggered wait returns and the
+/// call after it (which asks the epoll, the ring being slept on) finds the
+/// child's ring and the record: it is never left asleep on a record.
+#[test]
+fn loom_a_watched_ring_leaves_an_edge() {
     for rang_in_this_call in [false, true] {
         loom::model(move || {
-            let (words, mut consumer) = ring(2);
-            // Awake: "asleep" is clear, children do not ring.
-            let control = memory(CONTROL_WORDS);
-            let bell = Arc::new(Mutex::new(EdgeBell::default()));
+            let (mem, mut consumer) = ring(2);
+            let epoll = Arc::new(Mutex::new(Epoll::default()));
             if rang_in_this_call {
-                // The ring that made the master awake, earlier in the same
-                // `drain` call, after the master's last wait.
-                ring_bell(&bell);
+                ring_own(&epoll);
             }
-            let (w, c, b) = (Arc::clone(&words), Arc::clone(&control), Arc::clone(&bell));
+            let (m, e) = (Arc::clone(&mem), Arc::clone(&epoll));
             let child = thread::spawn(move || {
-                let mut p = Producer::new(w.ring()).expect("a valid ring");
-                p.push(w.ring(), update(6, 1));
-                fence(Ordering::SeqCst);
-                if ring::must_ring(&c) {
-                    ring_bell(&b);
-                }
+                let mut p = Producer::new(m.ring()).expect("a valid ring");
+                publish_and_ring(&m, &mut p, 1, || ring_child(&e));
             });
-            let mut seen = consumer.next(words.ring()).is_some();
+            let mut seen = consumer.next(mem.ring()).is_some();
             if !seen {
-                // Nothing, for the first time while awake: `None`, with an
-                // edge to come back on.
                 if !rang_in_this_call {
-                    ring_bell(&bell);
+                    ring_own(&epoll);
                 }
-                assert!(wait_edge(&bell), "the awake master waits with no edge to come back on");
-                seen = consumer.next(words.ring()).is_some();
+                assert!(wait_edge(&epoll), "the master waits with no edge to come back on");
+                seen = consumer.next(mem.ring()).is_some();
                 if !seen {
-                    reset_bell(&bell);
-                    ring::declare_asleep(&control, || fence(Ordering::SeqCst));
-                    seen = consumer.next(words.ring()).is_some();
+                    ring::declare_asleep(mem.ring());
+                    fence(Ordering::SeqCst);
+                    seen = consumer.next(mem.ring()).is_some();
+                    if !seen {
+                        reset_own(&epoll);
+                    }
                 }
             }
             child.join().expect("the child");
-            assert!(seen || wait_edge(&bell), "a stall: the record is pending and the master's wait has no edge");
+            if !seen && wait_edge(&epoll) && take_child(&epoll) {
+                seen = consumer.next(mem.ring()).is_some();
+            }
+            assert!(seen, "a stall: the record is pending and the master's wait has no edge");
         });
     }
 }

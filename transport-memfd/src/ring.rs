@@ -1,5 +1,5 @@
-//! The single-producer status ring and the sleep/wake handshake, as safe
-//! code over atomics (swapped for loom's under `cfg(loom)`).
+//! The single-producer status ring and the per-ring sleep/wake handshake,
+//! as safe code over atomics (swapped for loom's under `cfg(loom)`).
 //!
 //! Everything here works on a [`Ring`]: a header of 32-bit atomic words and
 //! the slots, 64-bit atomic words. In the transport both are views of one
@@ -15,8 +15,15 @@
 //! | word | written by | meaning |
 //! |---|---|---|
 //! | [`WAITING`] (byte 0) | producer | non-zero while the producer sleeps on a full ring |
+//! | [`SLEEP`] (byte 32) | consumer | non-zero while the consumer sleeps on this ring (the producer rings) |
 //! | [`TAIL`] (byte 64) | consumer | index of the next record to consume (a futex word) |
 //! | [`CAPACITY`] (byte 68) | consumer, before the producer exists | number of slots, a power of two |
+//!
+//! `SLEEP` shares its cache line with `WAITING`, which the producer writes
+//! only when the ring is full, and not with `TAIL`, which the consumer
+//! writes back every quarter ring and whenever the ring runs empty: the
+//! producer reads `SLEEP` after every publish, and on a line the consumer
+//! keeps writing that read would miss each time the consumer has caught up.
 //!
 //! # Slots (from byte [`SLOTS_AT`], 16 bytes each)
 //!
@@ -33,13 +40,74 @@
 //! sees half of one. A slot whose `seq` says "writing" when its producer is
 //! dead is a record it died publishing ([`Consumer::unfinished`]).
 //!
-//! The consumer, at its index `i`, reads `rec` (acquire): `done(i)` is a
-//! record (then `who`); `writing(i)` or the slot's previous value (`0`
-//! before the ring's first lap, else `done(i - capacity)`) is nothing yet;
-//! anything else is a slot a hostile producer wrote, reported as
-//! [`Malformed::Corrupt`] once: the consumer puts the slot's previous value
-//! back and keeps its index, so the slot reads as "nothing yet" until the
-//! producer writes it again.
+//! The consumer, at its index `i`, reads `rec` (acquire, pairing with the
+//! publish's release: a consumer that sees `done(i)` sees the `who` stored
+//! before it): `done(i)` is a record (then `who`); `writing(i)` or the
+//! slot's previous value (`0` before the ring's first lap, else
+//! `done(i - capacity)`) is nothing yet; anything else is a slot a hostile
+//! producer wrote, reported as [`Malformed::Corrupt`] once: the consumer
+//! puts the slot's previous value back and keeps its index, so the slot
+//! reads as "nothing yet" until the producer writes it again.
+//!
+//! # The sleep/wake handshake, per ring
+//!
+//! The consumer (the master) either *watches* a ring, looking at it on
+//! every pass, or *sleeps on* it, looking at it only once its producer has
+//! rung the ring's doorbell (an eventfd of the ring's own, in the master's
+//! epoll). `SLEEP` says which: the consumer stores it ([`declare_asleep`],
+//! [`declare_awake`]) and never reads it back, so whatever a hostile
+//! producer writes there changes only whether that producer rings.
+//!
+//! - **Publish** (the producer): publish the record (the release store
+//!   of `rec` above), then a full fence `F` (a `SeqCst` fence, or only a
+//!   compiler fence where the consumer issues a `membarrier` instead),
+//!   then load `SLEEP` ([`must_ring`], relaxed); non-zero: ring the
+//!   doorbell. While `SLEEP` is non-zero every publish rings.
+//! - **Going to sleep** on some rings (the consumer, for the rings that
+//!   just went idle, however many): store `SLEEP` = 1 in each (relaxed,
+//!   [`declare_asleep`]), then *one* barrier `B` for all of them (a
+//!   `SeqCst` fence, or `membarrier(GLOBAL_EXPEDITED)`, which runs a full
+//!   barrier on every CPU that runs a registered producer), then a last
+//!   look at each ring (the acquire load of the slot at its index).
+//! - **Looking at a ring slept on**, once its doorbell rang: reset the
+//!   doorbell (read the eventfd), then look. The ring stays slept on: the
+//!   consumer can take a record from it and leave it so, with no barrier,
+//!   which is all an update now and then costs.
+//! - **Waking** (once a ring slept on yields a second record in a row):
+//!   store `SLEEP` = 0 ([`declare_awake`]) and watch the ring. No barrier:
+//!   a producer that still sees 1 rings for nothing.
+//!
+//! Why no wake-up is lost. `SLEEP` is relaxed on both sides; the fences
+//! order it. Take a publish `P`, its fence `F`, and the barrier `B` of the
+//! consumer's last way to sleep on the ring (a `membarrier` acts as a
+//! `SeqCst` fence on the producer's CPU, between `P` and the load after it
+//! or on either side of both, which orders them as `F` does; the loom
+//! models take it as one). If `F` comes before `B` in the order of `SeqCst`
+//! fences, every load of the consumer after `B` sees `P`'s store: the last
+//! look, and any later one, finds the record (and, by the release store
+//! and the acquire load of `rec`, its `who`). If `B` comes before `F`, the
+//! producer's load of `SLEEP` sees the 1 stored before `B`, or a later
+//! store: 1, and it rings; 0 only once the consumer watches the ring again
+//! and looks at it on every pass. So a record the last look misses rings,
+//! and so does every later one while the ring is slept on: the consumer
+//! needs no new barrier to leave a ring slept on after taking records from
+//! it. A ring means a look: the reset (a read(2) of the eventfd) and the
+//! producer's write(2) are ordered by the eventfd's lock; if the write came
+//! first, `P`, before it, happens before the look after the read, which
+//! sees the record; if the read came first, the doorbell is readable again
+//! and the consumer looks again.
+//!
+//! A producer rings for every publish while `SLEEP` is non-zero, not once
+//! per sleep: once per sleep would need a new sleep, and so a barrier,
+//! each time the consumer took a ring's record and left it slept on.
+//!
+//! The other pairs: the consumer writes `CAPACITY` (release) before the
+//! producer exists, which reads it (acquire) when it starts; it writes
+//! `TAIL` back (release) after the slots it consumed, and the producer
+//! reads it (acquire) before reusing them. Back-pressure is a store-then-load
+//! on each side with a `SeqCst` fence on each: the producer sets `WAITING`
+//! and looks at `TAIL` again ([`Producer::prepare_to_wait`]); the consumer
+//! writes `TAIL` and looks at `WAITING` ([`Consumer::publish`]).
 
 // The loom build holds only this module and its models, which use part of it.
 #![cfg_attr(loom, allow(dead_code, reason = "the transport that uses the rest is not built under loom"))]
@@ -53,6 +121,10 @@ use master_proto::{Malformed, Status, StatusUpdate};
 
 /// Header word: non-zero while the producer waits for room.
 pub(crate) const WAITING: usize = 0;
+/// Header word: non-zero while the consumer sleeps on the ring (the
+/// producer rings after publishing); written by the consumer only, on the
+/// cache line of [`WAITING`].
+pub(crate) const SLEEP: usize = 8;
 /// Header word: the consumer's index (next record to consume); producers
 /// sleep on it.
 pub(crate) const TAIL: usize = 16;
@@ -66,10 +138,9 @@ pub(crate) const SLOTS_AT: usize = HEADER_WORDS * 4;
 /// 64-bit words per slot: `rec`, `who`.
 pub(crate) const SLOT_WORDS: usize = 2;
 
-/// Control word: non-zero while the master may be asleep (children ring).
-pub(crate) const ASLEEP: usize = 0;
-/// Control word: 1 if the master issues `membarrier` on its way to sleep, so
-/// registered children need only a compiler fence after publishing.
+/// Control word: 1 if the master issues `membarrier` on its way to sleep
+/// on rings, so registered children need only a compiler fence after
+/// publishing. (Word 0 is unused.)
 pub(crate) const FENCE: usize = 1;
 /// Control word: 1 if [`LIFE`] is a robust futex that the kernel marks when
 /// the master dies; 0 if children must look at their lifeline instead.
@@ -383,24 +454,25 @@ impl Consumer {
     }
 }
 
-/// The master's half of the sleep/wake handshake, step one: declare itself
-/// asleep. Then `barrier()` (a `membarrier` or a `SeqCst` fence), then look
-/// at every ring again before waiting on the doorbell.
-pub(crate) fn declare_asleep(control: &[AtomicU32], barrier: impl FnOnce()) {
-    control[ASLEEP].store(1, Ordering::Relaxed);
-    barrier();
+/// The consumer goes to sleep on `ring`, step one: `SLEEP` = 1. Then one
+/// full barrier (a `membarrier`, or a `SeqCst` fence here and in the
+/// producer) for every ring going to sleep together, then a last look at
+/// each; see the module docs.
+pub(crate) fn declare_asleep(ring: Ring<'_>) {
+    ring.header[SLEEP].store(1, Ordering::Relaxed);
 }
 
-/// The master is awake: children stop ringing.
-pub(crate) fn declare_awake(control: &[AtomicU32]) {
-    control[ASLEEP].store(0, Ordering::Relaxed);
+/// The consumer watches `ring` again: `SLEEP` = 0; its producer stops
+/// ringing.
+pub(crate) fn declare_awake(ring: Ring<'_>) {
+    ring.header[SLEEP].store(0, Ordering::Relaxed);
 }
 
-/// The child's half: after publishing and its fence, whether it must ring
-/// the doorbell.
+/// The producer's half: after publishing and its fence, whether it must
+/// ring the doorbell (the consumer sleeps on its ring).
 #[inline]
-pub(crate) fn must_ring(control: &[AtomicU32]) -> bool {
-    control[ASLEEP].load(Ordering::Relaxed) != 0
+pub(crate) fn must_ring(ring: Ring<'_>) -> bool {
+    ring.header[SLEEP].load(Ordering::Relaxed) != 0
 }
 
 /// Whether the death word says the master has gone.

@@ -16,8 +16,10 @@ const FULL_WAIT: Duration = Duration::from_millis(20);
 
 /// A child's end of a [`crate::Memfd`] channel.
 ///
-/// `notify` writes into the child's own ring and, while the master is
-/// awake, makes no system call and no locked instruction. A ring has one
+/// `notify` writes into the child's own ring and, while the master
+/// watches that ring, makes no system call and no locked instruction;
+/// while the master sleeps on it, `notify` rings the ring's doorbell (one
+/// `write(2)`). A ring has one
 /// producer: threads of the child that share a sink take turns through a
 /// lock inside it (private to this process, so no other process can hold
 /// it) that is biased towards the first thread to notify: that thread
@@ -207,15 +209,16 @@ impl MemfdSink {
             Some(mut producer) => self.push(&mut producer, update)?,
             None => self.push_slow(update)?,
         }
-        // Publish, then look at the master's "asleep": a store then a load,
-        // which needs a full barrier on one side. With membarrier the master
-        // pays it on its way to sleep; without, this fence does.
+        // Publish, then look at the ring's `SLEEP` word: a store then a
+        // load, which needs a full barrier on one side. With membarrier the
+        // master pays it on its way to sleep on the ring; without, this
+        // fence does.
         if self.light_fence {
             compiler_fence(Ordering::SeqCst);
         } else {
             ring::fence(Ordering::SeqCst);
         }
-        if ring::must_ring(self.control.words32()) {
+        if ring::must_ring(self.ring.ring()) {
             sys::ring_bell(self.doorbell.as_fd()).map_err(NotifyError::Io)?;
         }
         Ok(())

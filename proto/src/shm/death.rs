@@ -15,8 +15,8 @@
 //! children's sight. Where the kernel refuses the robust list, the area is
 //! not armed and children look at their lifeline instead.
 //!
-//! The other words of the page are the transport's own (memfd keeps its
-//! "asleep" flag and its barrier mode there).
+//! The other words of the page are the transport's own (memfd and
+//! scoreboard keep their barrier mode there).
 //!
 //! # Safety
 //!
