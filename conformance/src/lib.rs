@@ -36,7 +36,7 @@
 //! | 5 | `master_close_disconnects` | orderly close: disconnect fd fires without sending, notify says `Disconnected`, blocked notify released |
 //! | 6 | `master_killed_disconnects` | the master role killed with `SIGKILL`: the same, seen by its orphans |
 //! | 7 | `sigpipe_default_never_kills` | 5 and 6 with `SIGPIPE` at `SIG_DFL`: no child dies of a signal |
-//! | 8 | `child_killed_mid_notify` | 300 children `SIGKILL`ed at random moments: no wedge, no torn record, the table exact |
+//! | 8 | `child_killed_mid_notify` | 300 children `SIGKILL`ed at random moments: no wedge, no torn record delivered (a record a child died writing may be reported once, as `Malformed::Torn`), the table exact |
 //! | 9 | `hostile_input` | garbage of every kind through [`Hostile`]: counted, reported, survived; honest updates still arrive |
 //! | 10 | `no_lost_wakeup` | an early update is seen at once; 10,000 sleep/notify/wake rounds waiting in `poll`, then 10,000 waiting edge-triggered |
 //! | 11 | `fd_hygiene` | a child holds exactly 0-2, 5, listen and aux fds; never the master's end |

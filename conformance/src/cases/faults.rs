@@ -23,7 +23,9 @@ use crate::hostile::Hostile;
 /// while survivors keep sending. The channel never wedges: the survivors'
 /// updates all arrive whole and in order, every victim's arrivals are a
 /// whole, ordered prefix of what it sent, and the master's table, fed every
-/// reap, ends exact.
+/// reap, ends exact. A record a victim died writing is never delivered; a
+/// transport that can tell (memfd's ring) reports it once, as
+/// `Malformed::Torn`, when the victim is forgotten.
 pub fn child_killed_mid_notify<T: Hostile + Default>(ctx: &Ctx) {
     const SURVIVORS: usize = 4;
     const PER_SURVIVOR: i32 = 10_000;
@@ -69,9 +71,18 @@ pub fn child_killed_mid_notify<T: Hostile + Default>(ctx: &Ctx) {
     let mut alive: Vec<(Kid, usize)> = Vec::new();
     let (mut spawned, mut killed) = (0usize, 0usize);
     let deadline = Instant::now() + WAIT * 2;
-    let take = |item: Received, master: &mut Master, tracker: &mut Tracker| {
-        let update = update_of(item, "children killed mid-notify");
-        tracker.take(&update).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    // A transport may report a record that a victim died writing, once,
+    // when the victim is forgotten (`Malformed::Torn`: nothing of it is
+    // delivered); any other malformed item, or more of them than victims,
+    // fails the case.
+    let mut cut_short = 0usize;
+    let mut take = |item: Received, master: &mut Master, tracker: &mut Tracker| {
+        if item == Received::Malformed(Malformed::Torn) {
+            cut_short += 1;
+        } else {
+            let update = update_of(item, "children killed mid-notify");
+            tracker.take(&update).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        }
         master.receive(&item);
     };
     while killed < VICTIMS {
@@ -135,7 +146,12 @@ pub fn child_killed_mid_notify<T: Hostile + Default>(ctx: &Ctx) {
     assert_eq!(counters.reaped, u64::try_from(VICTIMS).expect("fits"));
     assert_eq!(counters.reap_unknown_pid, 0);
     assert_eq!(counters.spawned, u64::try_from(VICTIMS + SURVIVORS).expect("fits"));
-    assert_eq!(counters.malformed, 0, "seed {seed}: a killed child left a torn record");
+    assert!(cut_short <= VICTIMS, "seed {seed}: {cut_short} records cut short by {VICTIMS} deaths");
+    assert_eq!(
+        counters.malformed,
+        u64::try_from(cut_short).expect("fits"),
+        "seed {seed}: malformed input other than a record a killed child died writing"
+    );
     for kid in &mut survivors {
         kid.expect_success("a surviving child");
         master.reaped(kid.pid(), exit_of(kid.try_reap().expect("reaped")), Instant::now());
