@@ -187,30 +187,27 @@ struct TransportMaster<T: Transport> {
     source: T::Source,
 }
 
-/// Drains `source` (after `first`, an item already taken), handing the
-/// items to `f` in batches; whether the channel reported that every sender
-/// is gone.
-fn drain_batched<S: StatusSource>(
-    source: &mut S,
-    first: Option<Received>,
-    f: &mut dyn FnMut(&[Item]),
-) -> io::Result<bool> {
+/// What the bench keeps of a received item.
+fn item_of(received: Received) -> Item {
+    match received {
+        Received::Update { update, .. } => Item::Update(update),
+        Received::Malformed(_) => Item::Malformed,
+    }
+}
+
+/// Drains `source`, handing the items to `f` in batches; whether the
+/// channel reported that every sender is gone.
+fn drain_batched<S: StatusSource>(source: &mut S, f: &mut dyn FnMut(&[Item])) -> io::Result<bool> {
     let mut batch = [Item::Malformed; BATCH];
     let mut len = 0;
     let mut take = |received| {
-        batch[len] = match received {
-            Received::Update { update, .. } => Item::Update(update),
-            Received::Malformed(_) => Item::Malformed,
-        };
+        batch[len] = item_of(received);
         len += 1;
         if len == BATCH {
             f(&batch);
             len = 0;
         }
     };
-    if let Some(item) = first {
-        take(item);
-    }
     let drained = source.drain(&mut take);
     f(&batch[..len]);
     match drained {
@@ -227,7 +224,7 @@ impl<T: Transport> Master for TransportMaster<T> {
     }
 
     fn drain(&mut self, f: &mut dyn FnMut(&[Item])) -> io::Result<bool> {
-        drain_batched(&mut self.source, None, f)
+        drain_batched(&mut self.source, f)
     }
 
     fn child(&mut self, generation: u32) -> io::Result<ChildSetup> {
@@ -245,31 +242,30 @@ impl<T: Transport> Master for TransportMaster<T> {
 }
 
 /// A transport's source on tokio's reactor (a current-thread runtime of
-/// its own), as a [`Master`]: `wait` awaits the first item
-/// ([`AsyncSource::recv`]: tokio's readiness, edge-triggered), `drain` hands
-/// it over with everything else pending.
+/// its own), as a [`Master`], read the way an async master reads one:
+/// `wait` is [`AsyncSource::drain`] (tokio's readiness, edge-triggered, then
+/// the source's own drain, then readiness cleared), keeping the items;
+/// `drain` hands them over.
 struct TokioMaster<T: Transport> {
     transport: T,
     runtime: tokio::runtime::Runtime,
     source: AsyncSource<T::Source>,
-    /// The item `wait` took.
-    first: Option<Received>,
+    /// The items `wait` took.
+    taken: Vec<Item>,
     /// `wait` saw the channel report that every sender is gone.
     closed: bool,
 }
 
 impl<T: Transport> Master for TokioMaster<T> {
     fn wait(&mut self, timeout: Duration) -> io::Result<bool> {
-        if self.first.is_some() || self.closed {
+        if !self.taken.is_empty() || self.closed {
             return Ok(true);
         }
-        let source = &mut self.source;
-        match self.runtime.block_on(async { tokio::time::timeout(timeout, source.recv()).await }) {
+        let (source, taken) = (&mut self.source, &mut self.taken);
+        let drained = source.drain(|received| taken.push(item_of(received)));
+        match self.runtime.block_on(async { tokio::time::timeout(timeout, drained).await }) {
             Err(_) => Ok(false),
-            Ok(Ok(item)) => {
-                self.first = Some(item);
-                Ok(true)
-            }
+            Ok(Ok(_)) => Ok(true),
             Ok(Err(RecvError::Closed)) => {
                 self.closed = true;
                 Ok(true)
@@ -280,8 +276,11 @@ impl<T: Transport> Master for TokioMaster<T> {
     }
 
     fn drain(&mut self, f: &mut dyn FnMut(&[Item])) -> io::Result<bool> {
-        let first = self.first.take();
-        Ok(drain_batched(self.source.get_mut(), first, f)? || self.closed)
+        for batch in self.taken.chunks(BATCH) {
+            f(batch);
+        }
+        self.taken.clear();
+        Ok(self.closed)
     }
 
     fn child(&mut self, generation: u32) -> io::Result<ChildSetup> {
@@ -304,7 +303,7 @@ fn open_tokio<T: Transport + Default + 'static>() -> io::Result<Box<dyn Master>>
         let _reactor = runtime.enter();
         AsyncSource::new(transport.open()?).map_err(|e| e.into_parts().1)?
     };
-    Ok(Box::new(TokioMaster { transport, runtime, source, first: None, closed: false }))
+    Ok(Box::new(TokioMaster { transport, runtime, source, taken: Vec::new(), closed: false }))
 }
 
 /// A transport's sink, as a [`Sender`].
