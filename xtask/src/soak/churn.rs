@@ -16,6 +16,10 @@
 //! - every survivor update arrives (lost, torn and duplicated 0); a victim
 //!   update still in the channel when its victim is reaped is *late*: the
 //!   master ignores it as Postfix does, and it is counted, not a fault.
+//!   A record a victim died writing may be reported once, as
+//!   `Malformed::Torn`, when it is forgotten (memfd does: nothing of the
+//!   record is delivered); it is counted (`died_writing`, at most one per
+//!   kill), not a fault.
 //!
 //! Of a transport that keeps each child's latest state the master sees
 //! fewer updates, and the book's table follows the ones that arrive (see

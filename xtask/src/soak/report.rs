@@ -296,17 +296,18 @@ pub(super) fn to_markdown(doc: &Value) -> String {
     );
     table(
         "churn — victims SIGKILLed mid-notify while survivors report",
-        "| transport | kills | survivor updates | coalesced: survivors / all | lost/torn/dup | late | wedges | max gap ms | table checks | mismatches | seconds |",
+        "| transport | kills | survivor updates | coalesced: survivors / all | lost/torn/dup | died writing | late | wedges | max gap ms | table checks | mismatches | seconds |",
         of(Phase::Churn)
             .map(|r| {
                 format!(
-                    "| {} | {} | {} | {} / {} | {} | {} | {} | {} | {} | {} | {} |{}",
+                    "| {} | {} | {} | {} / {} | {} | {} | {} | {} | {} | {} | {} | {} |{}",
                     name(r, "transport"),
                     n(r, "kills"),
                     n(r, "sent"),
                     n(r, "survivors_coalesced"),
                     n(r, "coalesced"),
                     lost_torn_dup(r),
+                    n(r, "died_writing"),
                     n(r, "late"),
                     n(r, "wedges"),
                     d(r, "max_gap_ms", 1),
@@ -478,6 +479,7 @@ fn required(phase: Phase) -> &'static [&'static str] {
             "lost",
             "torn",
             "duplicated",
+            "died_writing",
             "wedges",
             "table_checks",
             "table_mismatches",
@@ -593,6 +595,11 @@ pub(super) fn check_rows(doc: &Value) -> Result<(), Vec<String>> {
             {
                 problems.push(format!("{at}: {k} is {x}, must be 0"));
             }
+        }
+        if let (Some(died), Some(kills)) = (f(row, "died_writing"), f(row, "kills"))
+            && died > kills
+        {
+            problems.push(format!("{at}: died_writing is {died}, more than the {kills} kills"));
         }
         for (a, b) in [("fds_open", "fds_reaped"), ("fds_start", "fds_end"), ("shared_maps_open", "shared_maps_reaped")]
         {
@@ -726,6 +733,7 @@ mod tests {
             (Phase::Volume, "lost", json!(1), "lost is 1"),
             (Phase::Churn, "wedges", json!(2), "wedges is 2"),
             (Phase::Churn, "table_mismatches", json!(1), "table_mismatches is 1"),
+            (Phase::Churn, "died_writing", json!(8), "died_writing is 8, more than the 7 kills"),
             (Phase::MasterDeath, "orphans_left", json!(3), "orphans_left is 3"),
             (Phase::Flood, "zombies", json!(1), "zombies is 1"),
             (Phase::Flood, "delayed", json!(4), "delayed is 4"),

@@ -56,7 +56,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use master_proto::master::{Config, Exit, Master, Outcome, ReapOutcome};
-use master_proto::{ChildFds, Delivery, Received, RecvError, Status, StatusSource, Transport};
+use master_proto::{ChildFds, Delivery, Malformed, Received, RecvError, Status, StatusSource, Transport};
 use master_proto_transports::{AnySource, AnyTransport};
 use nix::errno::Errno;
 use nix::sys::signal::{SigSet, Signal, kill};
@@ -161,6 +161,11 @@ pub(super) enum Event {
     /// An update of a child already reaped (it was in the channel when the
     /// child was killed): the master ignores it, as Postfix does.
     Late,
+    /// A record a child died writing, reported as [`Malformed::Torn`]
+    /// when the child was forgotten (memfd does; nothing of it is
+    /// delivered): at most one per child reaped after a signal, counted,
+    /// not a fault.
+    DiedWriting,
     /// Not an update of any child of this run: malformed, an unknown
     /// status, a forged or unknown sender.
     Torn,
@@ -199,6 +204,8 @@ pub(super) struct Tally {
     pub(super) duplicated: u64,
     /// Updates of children already reaped.
     pub(super) late: u64,
+    /// Records children died writing, reported as torn at their forget.
+    pub(super) died_writing: u64,
     /// Anything else.
     pub(super) torn: u64,
 }
@@ -217,6 +224,9 @@ pub(super) struct Book {
     pub(super) tally: Tally,
     spawned: u64,
     reaped: u64,
+    /// Children reaped after a signal whose torn record (one each at most,
+    /// see [`Event::DiedWriting`]) has not arrived.
+    killed_unclaimed: u64,
     /// Items whose outcome at the master disagreed with the book, and
     /// table checks that found the table or counters wrong.
     pub(super) mismatches: u64,
@@ -238,10 +248,13 @@ impl Book {
         self.live.insert(pid, entry);
     }
 
-    fn reaped(&mut self, pid: i32) {
+    fn reaped(&mut self, pid: i32, exit: Exit) {
         if let Some(e) = self.live.remove(&pid) {
             self.gone.insert((pid, e.generation), e);
             self.reaped += 1;
+            if matches!(exit, Exit::Signal(_)) {
+                self.killed_unclaimed += 1;
+            }
         }
     }
 
@@ -281,6 +294,7 @@ impl Book {
                 self.tally.late += 1;
                 self.tally.coalesced += skipped;
             }
+            Event::DiedWriting => self.tally.died_writing += 1,
             Event::Torn => self.tally.torn += 1,
         }
         if !agrees {
@@ -290,6 +304,10 @@ impl Book {
     }
 
     fn classify(&mut self, item: &Received, skipped: u64) -> (Event, Expected) {
+        if *item == Received::Malformed(Malformed::Torn) && self.killed_unclaimed > 0 {
+            self.killed_unclaimed -= 1;
+            return (Event::DiedWriting, Expected::Ignored);
+        }
         let Received::Update { update, sender } = *item else { return (Event::Torn, Expected::Ignored) };
         if sender.verified_pid().is_some_and(|v| v != update.pid) || !update.status.is_known() {
             return (Event::Torn, Expected::Ignored);
@@ -596,7 +614,7 @@ impl Service {
             other => self.book.mismatch(format!("reaping {pid}: the master said {other:?}")),
         }
         self.transport.forget_child(&mut self.source, pid)?;
-        self.book.reaped(pid);
+        self.book.reaped(pid, exit);
         self.book.check(&self.master);
         Ok(Some(exit))
     }
@@ -728,6 +746,7 @@ pub(super) fn run(name: &str, body: impl FnOnce(&mut Service, &mut Report) -> io
     report.set("torn", json!(t.torn));
     report.set("duplicated", json!(t.duplicated));
     report.set("late", json!(t.late));
+    report.set("died_writing", json!(t.died_writing));
     report.set("table_checks", json!(book.checks));
     report.set("table_mismatches", json!(book.mismatches));
     for m in &book.first_mismatches {
@@ -779,7 +798,7 @@ pub(super) fn run(name: &str, body: impl FnOnce(&mut Service, &mut Report) -> io
 
 #[cfg(test)]
 mod tests {
-    use master_proto::{Malformed, Sender, StatusUpdate};
+    use master_proto::{Sender, StatusUpdate};
 
     use super::*;
 
@@ -822,16 +841,43 @@ mod tests {
             ]
         );
         master.reaped(10, Exit::Code(0), now);
-        book.reaped(10);
+        book.reaped(10, Exit::Code(0));
         book.check(&master);
         assert_eq!(book.mismatches, 0, "{:?}", book.first_mismatches);
         assert_eq!(book.take(&items[2], master.receive(&items[2]), 0), Event::Late);
 
         // The book reaps 11, the master is never told.
-        book.reaped(11);
+        book.reaped(11, Exit::Code(0));
         book.check(&master);
         assert_eq!(book.mismatches, 1);
         assert!(book.first_mismatches[0].contains("1 children in the table, 0 alive"), "{:?}", book.first_mismatches);
+    }
+
+    /// A record a child died writing (memfd reports it as torn when the
+    /// child is forgotten) is counted as such once per child reaped after
+    /// a signal; a second one, or one after a clean exit, is torn.
+    #[test]
+    fn a_torn_record_is_one_a_killed_child_died_writing_once() {
+        let now = Instant::now();
+        let mut master = Master::new(Config { process_limit: 0, throttle_delay: Duration::ZERO });
+        let mut book = Book::new(Delivery::EveryUpdate);
+        for pid in [10, 11] {
+            let g = master.begin_spawn(now).expect("spawn");
+            master.spawned(pid, g).expect("spawned");
+            book.spawned(pid, g, Kind::Victim, None);
+        }
+        let torn = Received::Malformed(Malformed::Torn);
+        assert_eq!(book.take(&torn, master.receive(&torn), 0), Event::Torn, "no child has died");
+        master.reaped(10, Exit::Code(0), now);
+        book.reaped(10, Exit::Code(0));
+        assert_eq!(book.take(&torn, master.receive(&torn), 0), Event::Torn, "10 exited");
+        master.reaped(11, Exit::Signal(9), now);
+        book.reaped(11, Exit::Signal(9));
+        assert_eq!(book.take(&torn, master.receive(&torn), 0), Event::DiedWriting);
+        assert_eq!(book.take(&torn, master.receive(&torn), 0), Event::Torn, "one per killed child");
+        assert_eq!((book.tally.died_writing, book.tally.torn), (1, 3));
+        book.check(&master);
+        assert_eq!(book.mismatches, 0, "{:?}", book.first_mismatches);
     }
 
     fn channel(pid: i32, generation: u32, status: Status) -> Received {
@@ -886,7 +932,7 @@ mod tests {
         // After the reap, a state at forget that is not the child's next
         // is caught too; an in-order one is late.
         master.reaped(10, Exit::Code(0), now);
-        book.reaped(10);
+        book.reaped(10, Exit::Code(0));
         let late = channel(10, g, Status::AVAIL);
         assert_eq!(book.take(&late, master.receive(&late), 0), Event::Duplicated { pid: 10 });
         let g2 = master.begin_spawn(now).expect("spawn");
@@ -898,7 +944,7 @@ mod tests {
             Event::Arrived { pid: 11, kind: Kind::Victim, index: 0 }
         );
         master.reaped(11, Exit::Code(0), now);
-        book.reaped(11);
+        book.reaped(11, Exit::Code(0));
         let last = channel(11, g2, Status::AVAIL);
         assert_eq!(book.take(&last, master.receive(&last), 2), Event::Late, "state 3, two skipped");
         book.check(&master);
