@@ -12,7 +12,8 @@
 //! children (`--role child`) through the standard environment, so a
 //! master's peak RSS is its own. Measurements are interleaved across
 //! repetitions; each table shows the median, the min–max over repetitions
-//! and the ratio to the subject's floor and to the `pipe` transport.
+//! and the ratio to the subject's floor and to the `pipe` transport: the
+//! median of each repetition's ratio, the two measured seconds apart.
 //!
 //! A debug build re-runs itself as a release build (`cargo run --release`)
 //! before measuring. With two CPUs or more, masters are pinned to CPU 0 and
@@ -271,6 +272,12 @@ fn plan(o: &Options, sizes: &Sizes, all: &[Subject]) -> Vec<Job> {
             }
         }
     }
+    // A fan-in row is compared with another subject with as many children
+    // (its floor, its concrete transport): those run one after the other,
+    // every subject at 1 child, then at 4, and so on. A sparse row is
+    // compared with the same subject at one child: its sizes stay
+    // together. The sort is stable: subjects keep their order.
+    jobs.sort_by_key(|j| (j.workload, if j.workload == Workload::FanIn { j.children } else { 0 }));
     jobs
 }
 
@@ -411,4 +418,26 @@ fn run(o: &Options) -> io::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rows that are compared run close together: every fan-in subject
+    /// with as many children one after the other (children ascending);
+    /// each sparse subject's sizes together; workloads in their order.
+    #[test]
+    fn the_plan_runs_what_is_compared_side_by_side() {
+        let all = subjects::all();
+        let jobs = plan(&Options::default(), &FULL, &all);
+        let fan_in: Vec<usize> = jobs.iter().filter(|j| j.workload == Workload::FanIn).map(|j| j.children).collect();
+        assert!(fan_in.is_sorted(), "{fan_in:?}");
+        assert!(fan_in.len() > FULL.fan_in_children.len(), "more than one fan-in subject");
+        let sparse: Vec<(&str, usize)> =
+            jobs.iter().filter(|j| j.workload == Workload::Sparse).map(|j| (j.subject.name, j.children)).collect();
+        assert_eq!(sparse[..FULL.sparse_children.len()].iter().map(|s| s.1).collect::<Vec<_>>(), FULL.sparse_children);
+        assert!(sparse[..FULL.sparse_children.len()].iter().all(|s| s.0 == sparse[0].0), "{sparse:?}");
+        assert!(jobs.is_sorted_by_key(|j| j.workload));
+    }
 }

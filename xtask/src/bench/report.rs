@@ -163,9 +163,25 @@ fn ratio_on(all: &[Runs], r: &Runs, to: Option<&str>, metric: &str, children: us
     if to == r.subject.name && children == r.children {
         return None;
     }
-    let other = find(all, r.workload, to, children)?.median(metric)?;
-    let mine = r.median(metric)?;
-    (other > 0.0).then(|| mine / other)
+    paired_ratio(r, find(all, r.workload, to, children)?, metric)
+}
+
+/// The median over repetitions of `mine`'s `metric` over `other`'s in the
+/// same repetition. Each repetition measures the two a few seconds apart
+/// (see the order of `plan`), so a slow phase of the machine, which lasts
+/// minutes, moves both of a pair: the ratio of two medians could take one
+/// from each phase.
+fn paired_ratio(mine: &Runs, other: &Runs, metric: &str) -> Option<f64> {
+    let at = |r: &Result<Map<String, Value>, String>| r.as_ref().ok()?.get(metric)?.as_f64();
+    let ratios: Vec<f64> = mine
+        .reps
+        .iter()
+        .zip(&other.reps)
+        .filter_map(|(a, b)| Some((at(a)?, at(b)?)))
+        .filter(|&(_, b)| b > 0.0)
+        .map(|(a, b)| a / b)
+        .collect();
+    median(&ratios)
 }
 
 /// The SIGKILL half of `death_master_to_child` over its floor's.
@@ -608,6 +624,32 @@ mod tests {
         assert_eq!(kill_ratio(&all, &all[2]), None);
         assert_eq!(one_child_ratio(&all, &all[3]), Some(1.5));
         assert_eq!(one_child_ratio(&all, &all[2]), None);
+    }
+
+    /// A ratio pairs the repetitions: a subject twice as fast as its
+    /// floor in every repetition is 2×, though a slow phase of the machine
+    /// took one repetition of each, and the ratio of the medians would
+    /// say 1×; a failed repetition drops its pair.
+    #[test]
+    fn ratios_pair_the_repetitions() {
+        let pipe = subjects::find("pipe").expect("pipe");
+        let floor = subjects::find("floor:pipe_write").expect("floor");
+        let runs = |subject, values: &[Option<f64>]| Runs {
+            workload: Workload::FanIn,
+            subject,
+            children: 4,
+            reps: values
+                .iter()
+                .map(|v| {
+                    v.map(|v| [("updates_per_sec".to_owned(), json!(v))].into_iter().collect()).ok_or("x".to_owned())
+                })
+                .collect(),
+        };
+        let all = [
+            runs(pipe, &[Some(100.0), Some(200.0), Some(100.0), None]),
+            runs(floor, &[Some(50.0), Some(100.0), Some(100.0), Some(1.0)]),
+        ];
+        assert_eq!(ratio(&all, &all[0], floor_for(&pipe, Workload::FanIn)), Some(2.0));
     }
 
     #[test]
