@@ -18,6 +18,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
+use master_proto::lifeline::{self, Lifeline};
 use master_proto::tokio::AsyncSource;
 use master_proto::{
     BackPressure, ChildEnd, ChildEnv, Delivery, Received, RecvError, Status, StatusSink, StatusSource, StatusUpdate,
@@ -437,6 +438,11 @@ enum Mechanism {
     /// as the `dgram` transport's master does; shown beside
     /// `floor:dgram_send`.
     DgramCredentials,
+    /// The same, and before each send the child looks at a lifeline (a
+    /// pipe whose write end the master holds: a zero-timeout poll), as a
+    /// `dgram` child does so that no notify succeeds once its disconnect
+    /// fd has fired; shown beside `floor:dgram_credentials`.
+    DgramLifeline,
 }
 
 impl Mechanism {
@@ -450,6 +456,7 @@ impl Mechanism {
             Mechanism::Eventfd => "floor:eventfd_write",
             Mechanism::PipeNoSignal => "floor:pipe_pwritev2",
             Mechanism::DgramCredentials => "floor:dgram_credentials",
+            Mechanism::DgramLifeline => "floor:dgram_lifeline",
         }
     }
 
@@ -463,6 +470,7 @@ impl Mechanism {
             Mechanism::Eventfd,
             Mechanism::PipeNoSignal,
             Mechanism::DgramCredentials,
+            Mechanism::DgramLifeline,
         ]
         .into_iter()
         .find(|m| m.subject() == name)
@@ -477,7 +485,7 @@ impl Mechanism {
             Mechanism::Syscall | Mechanism::Pipe | Mechanism::PipeNoSignal => Ok(nix::unistd::pipe2(OFlag::O_CLOEXEC)?),
             Mechanism::Stream => socket(SockType::Stream),
             Mechanism::Dgram => socket(SockType::Datagram),
-            Mechanism::DgramCredentials => {
+            Mechanism::DgramCredentials | Mechanism::DgramLifeline => {
                 let (master, child) = socket(SockType::Datagram)?;
                 nix::sys::socket::setsockopt(&master, nix::sys::socket::sockopt::PassCred, &true)?;
                 Ok((master, child))
@@ -505,6 +513,8 @@ struct FloorMaster {
     /// A partial record carried between reads of a byte stream.
     partial: Vec<u8>,
     buf: Vec<u8>,
+    /// The write end of the children's lifeline, if the mechanism has one.
+    lifeline: Option<Lifeline>,
 }
 
 impl Master for FloorMaster {
@@ -531,7 +541,7 @@ impl Master for FloorMaster {
                 Mechanism::Stream | Mechanism::Dgram | Mechanism::Seqpacket => {
                     recv(fd, &mut self.buf, MsgFlags::MSG_DONTWAIT)
                 }
-                Mechanism::DgramCredentials => {
+                Mechanism::DgramCredentials | Mechanism::DgramLifeline => {
                     let mut control = nix::cmsg_space!(nix::sys::socket::UnixCredentials);
                     let mut iov = [std::io::IoSliceMut::new(&mut self.buf)];
                     nix::sys::socket::recvmsg::<()>(fd, &mut iov, Some(&mut control), MsgFlags::MSG_DONTWAIT)
@@ -570,7 +580,8 @@ impl Master for FloorMaster {
     }
 
     fn child(&mut self, _generation: u32) -> io::Result<ChildSetup> {
-        let end = ChildEnd { transport: self.mechanism.subject(), status: self.child.try_clone()?, aux: Vec::new() };
+        let aux = self.lifeline.as_ref().map(Lifeline::aux).transpose()?.into_iter().collect();
+        let end = ChildEnd { transport: self.mechanism.subject(), status: self.child.try_clone()?, aux };
         Ok(ChildSetup { end: Some(end), env: Vec::new() })
     }
 }
@@ -579,6 +590,8 @@ impl Master for FloorMaster {
 struct FloorSender {
     mechanism: Mechanism,
     fd: OwnedFd,
+    /// The lifeline's read end, looked at before each send.
+    lifeline: Option<OwnedFd>,
     pid: i32,
     generation: u32,
 }
@@ -587,6 +600,11 @@ impl Sender for FloorSender {
     fn send(&mut self, status: Status) -> io::Result<()> {
         let record = StatusUpdate { pid: self.pid, generation: self.generation, status }.encode();
         let raw = self.fd.as_raw_fd();
+        if let Some(l) = &self.lifeline
+            && sys::wait_readable(l.as_fd(), Duration::ZERO)?
+        {
+            return Err(io::Error::other("the lifeline fired"));
+        }
         loop {
             let sent = match self.mechanism {
                 Mechanism::Syscall => {
@@ -596,9 +614,11 @@ impl Sender for FloorSender {
                 Mechanism::Pipe => nix::unistd::write(&self.fd, &record),
                 Mechanism::PipeNoSignal => sys::pwrite_nosignal(self.fd.as_fd(), &record),
                 Mechanism::Eventfd => nix::unistd::write(&self.fd, &1u64.to_ne_bytes()),
-                Mechanism::Stream | Mechanism::Dgram | Mechanism::Seqpacket | Mechanism::DgramCredentials => {
-                    send(raw, &record, MsgFlags::MSG_NOSIGNAL)
-                }
+                Mechanism::Stream
+                | Mechanism::Dgram
+                | Mechanism::Seqpacket
+                | Mechanism::DgramCredentials
+                | Mechanism::DgramLifeline => send(raw, &record, MsgFlags::MSG_NOSIGNAL),
             };
             match sent {
                 Ok(n) if n == record.len() || (self.mechanism == Mechanism::Eventfd && n == 8) => return Ok(()),
@@ -621,14 +641,19 @@ fn open_floor(name: &str) -> io::Result<Box<dyn Master>> {
     // non-blocking too; a write to an eventfd only blocks near a counter of
     // u64::MAX, which a run never reaches.
     nix::fcntl::fcntl(&master, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
-    Ok(Box::new(FloorMaster { mechanism, master, child, partial: Vec::new(), buf: vec![0; 64 * 1024] }))
+    let lifeline = (mechanism == Mechanism::DgramLifeline).then(Lifeline::new).transpose()?;
+    Ok(Box::new(FloorMaster { mechanism, master, child, partial: Vec::new(), buf: vec![0; 64 * 1024], lifeline }))
 }
 
 fn floor_sender(name: &str) -> io::Result<Box<dyn Sender>> {
     let mechanism = Mechanism::from_subject(name).ok_or_else(|| io::Error::other(format!("no floor {name}")))?;
     let mut env = ChildEnv::from_process().map_err(io::Error::other)?;
     let fd = env.take_status().map_err(io::Error::other)?;
-    Ok(Box::new(FloorSender { mechanism, fd, pid: env.pid, generation: env.generation }))
+    let lifeline = (mechanism == Mechanism::DgramLifeline)
+        .then(|| lifeline::take(&mut env))
+        .transpose()
+        .map_err(io::Error::other)?;
+    Ok(Box::new(FloorSender { mechanism, fd, lifeline, pid: env.pid, generation: env.generation }))
 }
 
 macro_rules! floors {
@@ -668,6 +693,7 @@ floors! {
     open_eventfd, sender_eventfd, Mechanism::Eventfd, CHANNEL_FLOOR;
     open_pipe_nosignal, sender_pipe_nosignal, Mechanism::PipeNoSignal, &[Workload::NotifyCost, Workload::FanIn];
     open_dgram_credentials, sender_dgram_credentials, Mechanism::DgramCredentials, &[Workload::NotifyCost, Workload::FanIn];
+    open_dgram_lifeline, sender_dgram_lifeline, Mechanism::DgramLifeline, &[Workload::NotifyCost, Workload::FanIn];
 }
 
 /// The floor of `death_master_to_child`: the master's end of a pipe closed
@@ -899,6 +925,7 @@ mod tests {
             child: OwnedFd::from(std::fs::File::open("/dev/null").expect("open /dev/null")),
             partial: Vec::new(),
             buf: vec![0; 64],
+            lifeline: None,
         };
         let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).expect("pipe");
         master.master = r;
