@@ -141,6 +141,19 @@ fn floor_for(subject: &Subject, workload: Workload) -> Option<&'static str> {
     }
 }
 
+/// The floor a concrete transport's notify_cost or fan_in row is also
+/// compared with: its mechanism's call with what the transport's
+/// guarantees add (see [`subjects::guarantees_floor_of`]), for the
+/// transports whose guarantees cost the kernel more than the bare call.
+fn guarantees_floor_for(subject: &Subject, workload: Workload) -> Option<&'static str> {
+    let concrete = subject.kind == Kind::Transport
+        && !subject.name.starts_with(subjects::ANY_PREFIX)
+        && !subject.name.ends_with(subjects::TOKIO_SUFFIX);
+    (concrete && matches!(workload, Workload::NotifyCost | Workload::FanIn))
+        .then(|| subjects::guarantees_floor_of(subject.name))
+        .flatten()
+}
+
 /// A `notify_stopped` row's ratio to the same subject's `notify_cost`: what
 /// a stopped master costs a child.
 fn ratio_to_running(all: &[Runs], r: &Runs) -> Option<f64> {
@@ -234,6 +247,9 @@ pub(crate) fn to_json(info: &RunInfo, all: &[Runs]) -> Value {
             if let Some(x) = ratio(all, r, floor_for(&r.subject, r.workload)) {
                 row.insert("ratio_to_floor".into(), json!(x));
             }
+            if let Some(x) = ratio(all, r, guarantees_floor_for(&r.subject, r.workload)) {
+                row.insert("ratio_to_guarantees_floor".into(), json!(x));
+            }
             if let Some(x) = ratio(all, r, Some("pipe")) {
                 row.insert("ratio_to_pipe".into(), json!(x));
             }
@@ -321,9 +337,10 @@ pub(crate) fn to_markdown(info: &RunInfo, all: &[Runs]) -> String {
         }
         let _ = writeln!(s);
         let (title, head) = match w {
-            Workload::NotifyCost => {
-                ("notify cost (child side, master draining)", "| subject | ns/notify | min–max | ÷ floor | ÷ pipe |")
-            }
+            Workload::NotifyCost => (
+                "notify cost (child side, master draining)",
+                "| subject | ns/notify | min–max | ÷ floor | ÷ floor with its guarantees | ÷ pipe |",
+            ),
             Workload::NotifyStopped => (
                 "notify cost with the master stopped (child side; the master sleeps on the channel and reads \
                  nothing; only the transports whose notify never waits: the others' children block)",
@@ -338,7 +355,7 @@ pub(crate) fn to_markdown(info: &RunInfo, all: &[Runs]) -> String {
                  each child's newest state, the others coalesced: lost counts children whose final state did not \
                  arrive, dup states older than one seen before)",
                 "| subject | children | updates/s | min–max | master peak RSS KiB | lost/torn/dup | coalesced | ÷ floor | \
-                 ÷ pipe |",
+                 ÷ floor with its guarantees | ÷ pipe |",
             ),
             Workload::DeathMasterToChild => (
                 "death master → child (master closes its end, or is SIGKILLed; child's disconnect fd fires)",
@@ -375,10 +392,13 @@ pub(crate) fn to_markdown(info: &RunInfo, all: &[Runs]) -> String {
             let range = r.min_max(metric).map_or_else(|| "—".to_owned(), |(a, b)| format!("{}–{}", fmt(a), fmt(b)));
             let to_floor = times(ratio(all, r, floor_for(&r.subject, w)));
             let to_pipe = times(ratio(all, r, Some("pipe")));
+            let to_guarantees = times(ratio(all, r, guarantees_floor_for(&r.subject, w)));
             let opt_us = |k: &str| r.median(k).map_or_else(|| "—".to_owned(), us);
             let count = |k: &str| r.min_max(k).map_or_else(|| "—".to_owned(), |(_, hi)| format!("{hi:.0}"));
             let mut line = match w {
-                Workload::NotifyCost => format!("| {} | {med} | {range} | {to_floor} | {to_pipe} |", r.subject.name),
+                Workload::NotifyCost => {
+                    format!("| {} | {med} | {range} | {to_floor} | {to_guarantees} | {to_pipe} |", r.subject.name)
+                }
                 Workload::NotifyStopped => {
                     format!("| {} | {med} | {range} | {} |", r.subject.name, times(ratio_to_running(all, r)))
                 }
@@ -390,7 +410,7 @@ pub(crate) fn to_markdown(info: &RunInfo, all: &[Runs]) -> String {
                 ),
                 Workload::FanIn => {
                     format!(
-                        "| {} | {} | {med} | {range} | {} | {}/{}/{} | {} | {to_floor} | {to_pipe} |",
+                        "| {} | {} | {med} | {range} | {} | {}/{}/{} | {} | {to_floor} | {to_guarantees} | {to_pipe} |",
                         r.subject.name,
                         r.children,
                         r.median("master_peak_rss_kib").map_or_else(|| "—".to_owned(), |x| format!("{x:.0}")),
@@ -602,6 +622,16 @@ mod tests {
         assert_eq!(floor_for(&pipe, Workload::DeathMasterToChild), Some(subjects::CLOSE_HANGUP));
         assert_eq!(floor_for(&pipe, Workload::DeathChildToMaster), Some(subjects::KILL_PIDFD));
         assert_eq!(floor_for(&pipe, Workload::NotifyCost), Some("floor:pipe_write"));
+        assert_eq!(guarantees_floor_for(&pipe, Workload::FanIn), Some("floor:pipe_pwritev2"));
+        assert_eq!(guarantees_floor_for(&pipe, Workload::WakeLatency), None);
+        assert_eq!(guarantees_floor_for(&subject("dgram"), Workload::NotifyCost), Some("floor:dgram_lifeline"));
+        assert_eq!(guarantees_floor_for(&subject("any:dgram"), Workload::NotifyCost), None);
+        let with_guarantees: Vec<&str> = subjects::all()
+            .iter()
+            .filter(|s| guarantees_floor_for(s, Workload::NotifyCost).is_some())
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(with_guarantees.len(), 2, "only pipe and dgram: {with_guarantees:?}");
         let runs = |subject, workload, children, metrics: &[(&str, f64)]| Runs {
             workload,
             subject,

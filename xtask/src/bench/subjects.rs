@@ -21,8 +21,8 @@ use std::time::Duration;
 use master_proto::lifeline::{self, Lifeline};
 use master_proto::tokio::AsyncSource;
 use master_proto::{
-    BackPressure, ChildEnd, ChildEnv, Delivery, Received, RecvError, Status, StatusSink, StatusSource, StatusUpdate,
-    Transport, WIRE_SIZE,
+    BackPressure, ChildEnd, ChildEnv, Delivery, Identity, Received, RecvError, Status, StatusSink, StatusSource,
+    StatusUpdate, Transport, WIRE_SIZE,
 };
 use master_proto_transports::AnyTransport;
 use nix::errno::Errno;
@@ -842,6 +842,32 @@ pub(crate) fn floor_of(subject: &str) -> &'static str {
     let name = name.strip_suffix(TOKIO_SUFFIX).unwrap_or(name);
     let mechanism = AnyTransport::from_name(name).ok().and_then(|t| mechanism_of(t).ok());
     mechanism.unwrap_or(Mechanism::Syscall).subject()
+}
+
+/// The floor that adds what a transport's guarantees cost the kernel, for
+/// the transports whose guarantees cost more than their mechanism's bare
+/// call: a pipe's notify must not raise SIGPIPE whatever the disposition
+/// (`floor:pipe_pwritev2`), and a datagram transport that reports
+/// kernel-verified pids and hands its children a lifeline makes the master
+/// take credentials with each datagram and the child look at its lifeline
+/// before each send (`floor:dgram_lifeline`). Found, as [`floor_of`] is,
+/// from what a child end is, and from the transport's declared identity.
+pub(crate) fn guarantees_floor_of(subject: &str) -> Option<&'static str> {
+    let transport = AnyTransport::from_name(subject).ok()?;
+    let mechanism = match mechanism_of(transport).ok()? {
+        Mechanism::Pipe => Mechanism::PipeNoSignal,
+        Mechanism::Dgram if transport.caps().identity == Identity::KernelPid => {
+            let mut source = transport.open().ok()?;
+            let end = transport.child_end(&mut source, 1).ok()?;
+            if end.aux.iter().any(|(name, _)| *name == lifeline::LIFELINE) {
+                Mechanism::DgramLifeline
+            } else {
+                Mechanism::DgramCredentials
+            }
+        }
+        _ => return None,
+    };
+    Some(mechanism.subject())
 }
 
 /// The mechanism behind `transport`'s fd 5.
