@@ -439,5 +439,15 @@ mod tests {
         assert_eq!(sparse[..FULL.sparse_children.len()].iter().map(|s| s.1).collect::<Vec<_>>(), FULL.sparse_children);
         assert!(sparse[..FULL.sparse_children.len()].iter().all(|s| s.0 == sparse[0].0), "{sparse:?}");
         assert!(jobs.is_sorted_by_key(|j| j.workload));
+        // A tokio master's row runs right after its transport's, with as
+        // many children.
+        let mut tokio = 0;
+        for pair in jobs.windows(2) {
+            if let Some(concrete) = pair[1].subject.name.strip_suffix(subjects::TOKIO_SUFFIX) {
+                assert_eq!((pair[0].subject.name, pair[0].children), (concrete, pair[1].children));
+                tokio += 1;
+            }
+        }
+        assert!(tokio > 0);
     }
 }

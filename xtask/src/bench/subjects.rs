@@ -380,6 +380,9 @@ const TOKIO_WORKLOADS: &[Workload] = &[Workload::WakeLatency, Workload::FanIn];
 
 macro_rules! transport_subjects {
     ($($name:ident => $ty:path,)*) => {
+        // Each transport with its tokio master and through the facade, one
+        // after the other: a row is compared with the concrete one, and the
+        // bench runs them in this order, seconds apart.
         vec![
             $(
                 Subject {
@@ -391,8 +394,6 @@ macro_rules! transport_subjects {
                     open: open_transport::<$ty, false>,
                     sender: transport_sender::<$ty, false>,
                 },
-            )*
-            $(
                 Subject {
                     name: concat!(stringify!($name), "+tokio"),
                     kind: Kind::Transport,
@@ -402,8 +403,6 @@ macro_rules! transport_subjects {
                     open: open_tokio::<$ty>,
                     sender: transport_sender::<$ty, false>,
                 },
-            )*
-            $(
                 Subject {
                     name: concat!("any:", stringify!($name)),
                     kind: Kind::Transport,
