@@ -806,18 +806,25 @@ mod tests {
         Received::Update { update: StatusUpdate { pid, generation, status }, sender: Sender::Claimed }
     }
 
-    /// A master and a book fed the same items agree, and a master that is
-    /// told less than the book (a reap it never heard of) is caught.
-    #[test]
-    fn the_book_follows_the_master_and_catches_a_missed_reap() {
-        let now = Instant::now();
+    /// A master and a book of a transport that delivers every update, with
+    /// children 10 and 11 of `kind` spawned in both.
+    fn two_children(kind: Kind, now: Instant) -> (Master, Book) {
         let mut master = Master::new(Config { process_limit: 0, throttle_delay: Duration::ZERO });
         let mut book = Book::new(Delivery::EveryUpdate);
         for pid in [10, 11] {
             let g = master.begin_spawn(now).expect("spawn");
             master.spawned(pid, g).expect("spawned");
-            book.spawned(pid, g, Kind::Steady, None);
+            book.spawned(pid, g, kind, None);
         }
+        (master, book)
+    }
+
+    /// A master and a book fed the same items agree, and a master that is
+    /// told less than the book (a reap it never heard of) is caught.
+    #[test]
+    fn the_book_follows_the_master_and_catches_a_missed_reap() {
+        let now = Instant::now();
+        let (mut master, mut book) = two_children(Kind::Steady, now);
         let items = [
             update(10, 1, Status::TAKEN),
             update(11, 2, Status::TAKEN),
@@ -859,13 +866,7 @@ mod tests {
     #[test]
     fn a_torn_record_is_one_a_killed_child_died_writing_once() {
         let now = Instant::now();
-        let mut master = Master::new(Config { process_limit: 0, throttle_delay: Duration::ZERO });
-        let mut book = Book::new(Delivery::EveryUpdate);
-        for pid in [10, 11] {
-            let g = master.begin_spawn(now).expect("spawn");
-            master.spawned(pid, g).expect("spawned");
-            book.spawned(pid, g, Kind::Victim, None);
-        }
+        let (mut master, mut book) = two_children(Kind::Victim, now);
         let torn = Received::Malformed(Malformed::Torn);
         assert_eq!(book.take(&torn, master.receive(&torn), 0), Event::Torn, "no child has died");
         master.reaped(10, Exit::Code(0), now);
