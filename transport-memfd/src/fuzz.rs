@@ -120,7 +120,7 @@ pub fn valid_capacity(capacity: u32) -> bool {
     ring::valid_capacity(capacity)
 }
 
-/// The master's side of one ring ([`ring::Consumer`]).
+/// The master's side of one ring (the crate's own `ring::Consumer`).
 #[derive(Debug)]
 pub struct Consumer(ring::Consumer);
 
@@ -170,7 +170,7 @@ impl Consumer {
     }
 }
 
-/// An honest child's side of one ring ([`ring::Producer`]).
+/// An honest child's side of one ring (the crate's own `ring::Producer`).
 #[derive(Clone, Copy, Debug)]
 pub struct Producer(ring::Producer);
 
