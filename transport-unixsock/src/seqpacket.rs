@@ -84,7 +84,9 @@
 //! (it is never read; its counter only counts these writes). The same
 //! write keeps the descriptor readable when [`StatusSource::try_recv`]
 //! returns a record with channels of its round still unread (they are
-//! disarmed, so nothing they receive would make it readable), once a
+//! disarmed, so nothing they receive would make it readable) or with more
+//! of the burst it read kept (it reads a channel's burst in one system
+//! call too, and hands the records out one call at a time), once a
 //! round. Anything sent later makes its own edge, as the first record
 //! arriving on an armed channel wakes the epoll descriptor's waiters.
 //!
@@ -157,7 +159,9 @@ impl Transport for SeqPacket {
             round_over: false,
             left_behind: false,
             held: false,
+            round_spans_calls: false,
             left: VecDeque::new(),
+            burst: VecDeque::new(),
         })
     }
 
@@ -312,9 +316,15 @@ pub struct ChannelSource {
     /// Whether the rearm eventfd was written since the last `epoll_wait`
     /// to keep the descriptor readable (see `hold_readable`).
     held: bool,
+    /// Whether the round in progress began in an earlier call of
+    /// `try_recv` or `drain` (see `edge_if_pending`).
+    round_spans_calls: bool,
     /// What the channels of reaped children held when they were forgotten,
     /// delivered before anything else.
     left: VecDeque<Received>,
+    /// The rest of the burst [`StatusSource::try_recv`] read last, handed
+    /// out before anything else.
+    burst: VecDeque<Received>,
 }
 
 impl ChannelSource {
@@ -416,6 +426,29 @@ impl ChannelSource {
         Ok(())
     }
 
+    /// Makes a new edge, within this call, if anything is pending as a
+    /// round that began in an earlier call ends. A master that waits
+    /// edge-triggered takes its readiness before each call and clears it
+    /// at `None`: an edge made by an earlier call (a channel armed again
+    /// while still readable, a record that arrived on a channel the round
+    /// had read) may already be in that readiness, and cleared with it. (A
+    /// round that begins and ends in one call, a drain's, makes every edge
+    /// after the readiness its caller clears.)
+    fn edge_if_pending(&mut self) -> Result<(), RecvError> {
+        let mut fds = [PollFd::new(self.epoll.0.as_fd(), PollFlags::POLLIN)];
+        let readable = loop {
+            match poll(&mut fds, PollTimeout::ZERO) {
+                Ok(n) => break n > 0,
+                Err(Errno::EINTR) => {}
+                Err(errno) => return Err(RecvError::Io(errno)),
+            }
+        };
+        if readable {
+            self.rearm.write(1).map_err(RecvError::Io)?;
+        }
+        Ok(())
+    }
+
     /// The next records of this round, at most `max` and at most what is
     /// left of their channel's burst, read in one system call: the
     /// channel's pid and how many records there are (the first messages
@@ -486,6 +519,8 @@ impl ChannelSource {
                 // cannot fail: the counter would need 2^64 rounds to fill.
                 if std::mem::take(&mut self.left_behind) {
                     self.rearm.write(1).map_err(RecvError::Io)?;
+                } else if self.round_spans_calls {
+                    self.edge_if_pending()?;
                 }
                 return Ok(None);
             }
@@ -500,6 +535,7 @@ impl ChannelSource {
             // The eventfd, if it was written to hold the descriptor
             // readable, was reported (and so taken) by this wait.
             self.held = false;
+            self.round_spans_calls = false;
             if n == 0 {
                 return Ok(None);
             }
@@ -514,23 +550,43 @@ impl ChannelSource {
 }
 
 impl StatusSource for ChannelSource {
+    /// Reads a channel's burst in one system call, as
+    /// [`drain`](StatusSource::drain) does, and hands its records out one
+    /// call at a time.
     fn try_recv(&mut self) -> Result<Option<Received>, RecvError> {
-        if let Some(item) = self.left.pop_front() {
-            return Ok(Some(item));
-        }
-        let Some((pid, _)) = self.next_records(1)? else { return Ok(None) };
-        // The caller may wait now, with channels of the round unread.
-        if !self.ready.is_empty() {
+        // What was read first goes first: a channel's records kept here
+        // came before what its forget found in it.
+        let next = match self.burst.pop_front() {
+            Some(item) => item,
+            None => match self.left.pop_front() {
+                Some(item) => return Ok(Some(item)),
+                None => {
+                    self.round_spans_calls = true;
+                    let Some((pid, records)) = self.next_records(sys::SLOTS)? else { return Ok(None) };
+                    let mut msgs =
+                        self.batch.received().iter().take(records).map(|msg| item(msg, Sender::Channel(pid)));
+                    let Some(first) = msgs.next() else { return Ok(None) };
+                    self.burst.extend(msgs);
+                    first
+                }
+            },
+        };
+        // The caller may wait now, with records kept here or channels of
+        // the round unread.
+        if !self.burst.is_empty() || !self.ready.is_empty() {
             self.hold_readable()?;
         }
-        Ok(self.batch.received().first().map(|msg| item(msg, Sender::Channel(pid))))
+        Ok(Some(next))
     }
 
-    /// What reaped children left, then one round, as
+    /// What [`try_recv`](StatusSource::try_recv) kept of a burst, what
+    /// reaped children left, then one round, as
     /// [`try_recv`](StatusSource::try_recv) until `None`, but each
     /// channel's burst is one system call (`recvmmsg(2)`).
     fn drain(&mut self, mut f: impl FnMut(Received)) -> Result<usize, RecvError> {
-        let mut n = self.left.len();
+        self.round_spans_calls = true;
+        let mut n = self.burst.len() + self.left.len();
+        self.burst.drain(..).for_each(&mut f);
         self.left.drain(..).for_each(&mut f);
         while let Some((pid, records)) = self.next_records(sys::SLOTS)? {
             for msg in self.batch.received().iter().take(records) {
@@ -599,6 +655,52 @@ mod tests {
         send_update(&ends[0], 41, Status::AVAIL);
         assert!(readable(source.as_fd()), "a record on a channel armed again");
         assert_eq!(sender_of(source.try_recv().expect("read")), Sender::Channel(41));
+    }
+
+    /// A master that waits edge-triggered and reads with `try_recv` (or
+    /// one `try_recv`, then `drain`) takes readiness before each call: the
+    /// edge made when the first call armed a still readable channel again
+    /// may be taken then, and cleared at the round's `None`. The `None`
+    /// of a round that spanned calls makes a new edge if anything is
+    /// pending, and none when nothing is.
+    #[test]
+    fn a_round_over_several_calls_ends_with_an_edge_for_what_is_pending() {
+        for then_drain in [false, true] {
+            let (mut source, ends) = source_with(&[44]);
+            let outer = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).expect("epoll");
+            outer.add(source.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLET, 7)).expect("add");
+            let sent = sys::SLOTS + 5;
+            for _ in 0..sent {
+                send_update(&ends[0], 44, Status::TAKEN);
+            }
+            let mut events = [EpollEvent::empty(); 4];
+            let mut got = usize::from(source.try_recv().expect("read").is_some());
+            // The edges so far, taken as a reactor takes them between calls.
+            while outer.wait(&mut events, PollTimeout::ZERO) == Ok(1) {}
+            if then_drain {
+                got += source.drain(|_| {}).expect("drain");
+            } else {
+                while source.try_recv().expect("read").is_some() {
+                    got += 1;
+                }
+            }
+            assert!(got < sent, "one round: {got}");
+            assert_eq!(
+                outer.wait(&mut events, PollTimeout::ZERO),
+                Ok(1),
+                "then_drain {then_drain}: no edge for the rest"
+            );
+            got += source.drain(|_| {}).expect("drain");
+            assert_eq!(got, sent);
+            // Nothing pending: a round that spanned calls makes no edge.
+            let _ = source.try_recv().expect("read");
+            while outer.wait(&mut events, PollTimeout::ZERO) == Ok(1) {}
+            send_update(&ends[0], 44, Status::AVAIL);
+            assert!(source.try_recv().expect("read").is_some());
+            while outer.wait(&mut events, PollTimeout::ZERO) == Ok(1) {}
+            assert_eq!(source.try_recv(), Ok(None));
+            assert_eq!(outer.wait(&mut events, PollTimeout::ZERO), Ok(0), "an edge with nothing pending");
+        }
     }
 
     /// A drain that ends with a channel's burst used up leaves an edge for
