@@ -626,6 +626,20 @@ mod tests {
         poll(&mut fds, PollTimeout::ZERO).expect("poll") > 0
     }
 
+    /// A source with one channel, `pid`'s, holding more records than one
+    /// burst, under an edge-triggered epoll as tokio's or mio's; how many
+    /// records were sent.
+    fn flooded_under_epoll(pid: i32) -> (ChannelSource, Vec<OwnedFd>, Epoll, usize) {
+        let (source, ends) = source_with(&[pid]);
+        let outer = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).expect("epoll");
+        outer.add(source.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLET, 7)).expect("add");
+        let sent = sys::SLOTS + 5;
+        for _ in 0..sent {
+            send_update(&ends[0], pid, Status::TAKEN);
+        }
+        (source, ends, outer, sent)
+    }
+
     fn sender_of(item: Option<Received>) -> Sender {
         match item {
             Some(Received::Update { sender, .. }) => sender,
@@ -666,13 +680,7 @@ mod tests {
     #[test]
     fn a_round_over_several_calls_ends_with_an_edge_for_what_is_pending() {
         for then_drain in [false, true] {
-            let (mut source, ends) = source_with(&[44]);
-            let outer = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).expect("epoll");
-            outer.add(source.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLET, 7)).expect("add");
-            let sent = sys::SLOTS + 5;
-            for _ in 0..sent {
-                send_update(&ends[0], 44, Status::TAKEN);
-            }
+            let (mut source, ends, outer, sent) = flooded_under_epoll(44);
             let mut events = [EpollEvent::empty(); 4];
             let mut got = usize::from(source.try_recv().expect("read").is_some());
             // The edges so far, taken as a reactor takes them between calls.
@@ -708,13 +716,7 @@ mod tests {
     /// readable, wakes it, and the rest is read next.
     #[test]
     fn a_burst_used_up_makes_a_new_edge_for_an_outer_epoll() {
-        let (mut source, ends) = source_with(&[43]);
-        let outer = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).expect("epoll");
-        outer.add(source.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLET, 7)).expect("add");
-        let sent = sys::SLOTS + 5;
-        for _ in 0..sent {
-            send_update(&ends[0], 43, Status::TAKEN);
-        }
+        let (mut source, _ends, outer, sent) = flooded_under_epoll(43);
         let mut events = [EpollEvent::empty(); 4];
         assert_eq!(outer.wait(&mut events, PollTimeout::ZERO), Ok(1));
         let first = source.drain(|_| {}).expect("drain");
