@@ -394,6 +394,21 @@ fn a_wakeup_looks_at_the_ring_that_rang_not_at_every_ring() {
     assert_eq!(source.looks() - looks, 4, "a pass with the burst, one empty, one empty and the last look");
 }
 
+/// Two children's sinks (`generation`, `pids`), each of which has sent an
+/// update the master drained: both rings are watched, each found empty
+/// once (the drain's last pass).
+fn two_watched_rings(source: &mut MemfdSource, generation: u32, pids: [i32; 2]) -> (MemfdSink, MemfdSink) {
+    let sinks = pids.map(|pid| in_process_sink(source, generation, pid));
+    for sink in &sinks {
+        sink.notify(Status::TAKEN).expect("notify");
+        sink.notify(Status::AVAIL).expect("notify");
+    }
+    assert_eq!(source.drain(|_| {}), Ok(4));
+    assert_eq!(source.watched(), 2);
+    let [a, b] = sinks;
+    (a, b)
+}
+
 /// Only the rings that went idle are slept on: with one child busy and one
 /// idle, the master sleeps on the idle child's ring (whose next update
 /// rings its doorbell) and watches the busy one (whose updates ring
@@ -401,14 +416,7 @@ fn a_wakeup_looks_at_the_ring_that_rang_not_at_every_ring() {
 #[test]
 fn only_the_rings_that_went_idle_are_slept_on() {
     let mut source = Memfd.open().expect("open");
-    let busy = in_process_sink(&mut source, 30, 2001);
-    let idle = in_process_sink(&mut source, 30, 2002);
-    for sink in [&busy, &idle] {
-        sink.notify(Status::TAKEN).expect("notify");
-        sink.notify(Status::AVAIL).expect("notify");
-    }
-    assert_eq!(source.drain(|_| {}), Ok(4));
-    assert_eq!(source.watched(), 2);
+    let (busy, idle) = two_watched_rings(&mut source, 30, [2001, 2002]);
     for n in 0..3 {
         busy.notify(Status(n)).expect("notify");
         assert_eq!(source.drain(|_| {}), Ok(1));
@@ -466,15 +474,7 @@ fn a_child_that_clears_its_sleep_word_strands_only_itself() {
 fn a_ring_idle_beside_a_busy_one_is_slept_on_within_a_drain() {
     use crate::source::{LONG_IDLE, STREAK};
     let mut source = Memfd.open().expect("open");
-    let busy = in_process_sink(&mut source, 40, 3001);
-    let idle = in_process_sink(&mut source, 40, 3002);
-    for sink in [&busy, &idle] {
-        sink.notify(Status::TAKEN).expect("notify");
-        sink.notify(Status::AVAIL).expect("notify");
-    }
-    // Both watched, each found empty once (the drain's last pass).
-    assert_eq!(source.drain(|_| {}), Ok(4));
-    assert_eq!(source.watched(), 2);
+    let (busy, _idle) = two_watched_rings(&mut source, 40, [3001, 3002]);
     let passes = LONG_IDLE + 10;
     for n in 0..STREAK * passes {
         busy.notify(Status(n.cast_signed())).expect("notify");
